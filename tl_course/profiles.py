@@ -1,0 +1,77 @@
+"""Run profiles and device choice: one place that decides how big a run is and where it runs.
+
+``TL_COURSE_PROFILE`` = ``ci`` | ``cpu`` | ``gpu`` (unset: ``gpu`` when CUDA is present, else ``cpu``)
+sets image size, epochs and caps, so the same notebook runs in seconds in CI, in minutes on a
+laptop and at full size on a Colab GPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+
+__all__ = ["Profile", "PROFILES", "get_profile", "get_device"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is. Every chapter reads its sizes from here, never from literals."""
+
+    name: str
+    image_size: int  #: side of the centre crop fed to the network
+    train_per_class: int  #: cap on training images per class ("a few photos of Tigger")
+    val_per_class: int
+    test_per_class: int
+    head_epochs: int  #: epochs for a softmax trained on cached features
+    finetune_epochs: int  #: epochs for training through (part of) the backbone
+    batch_size: int
+    sweep_sizes: tuple[int, ...]  #: training images per class in the chapter-8 sweep
+    num_workers: int
+
+
+PROFILES: dict[str, Profile] = {
+    # CI: seconds per chapter on 2 CPU cores.
+    "ci": Profile("ci", image_size=160, train_per_class=20, val_per_class=10, test_per_class=30,
+                  head_epochs=60, finetune_epochs=3, batch_size=32, sweep_sizes=(2, 5, 20),
+                  num_workers=0),
+    # A laptop CPU: minutes per chapter.
+    "cpu": Profile("cpu", image_size=224, train_per_class=40, val_per_class=20, test_per_class=50,
+                   head_epochs=100, finetune_epochs=5, batch_size=32, sweep_sizes=(2, 5, 20, 40),
+                   num_workers=2),
+    # A GPU (Colab): full size.
+    "gpu": Profile("gpu", image_size=224, train_per_class=100, val_per_class=30, test_per_class=70,
+                   head_epochs=200, finetune_epochs=15, batch_size=64, sweep_sizes=(2, 5, 20, 50, 100),
+                   num_workers=4),
+}
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """The active profile: ``name``, else ``$TL_COURSE_PROFILE``, else ``gpu`` if CUDA is present, else ``cpu``.
+
+    >>> get_profile("ci").image_size
+    160
+    >>> get_profile("ci", head_epochs=5).head_epochs
+    5
+    """
+    name = name or os.environ.get("TL_COURSE_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"Unknown TL_COURSE_PROFILE {name!r}: use one of {', '.join(PROFILES)}.")
+    return replace(PROFILES[name], **overrides)
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: ``device`` if given, else CUDA > MPS > CPU.
+
+    >>> get_device("cpu")
+    device(type='cpu')
+    """
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
