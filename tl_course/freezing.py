@@ -187,7 +187,10 @@ def param_groups(model: nn.Module, lr: float, pretrained_lr_factor: float = 0.1,
     >>> [g["lr"] for g in optimizer.param_groups]
     [0.0001, 0.0001, 0.001]
     """
-    all_stages = stages(model)
+    try:
+        all_stages = stages(model)
+    except TypeError:  # a plain module (say, a student's nn.Linear head): one stage, the new layer
+        all_stages = [model]
     groups = []
     seen: set[int] = set()
     for distance, stage in enumerate(reversed(all_stages)):

@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine:
+#   make book   installs what it needs and builds the book with every chapter executed (_build/html)
+#   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
+# Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+ifeq ($(TL_COURSE_DATA),)
+  ifneq ($(wildcard ../shared/data),)
+    export TL_COURSE_DATA := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: install book test demo bench notebooks clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --builder html
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m tl_course demo
+
+bench: $(STAMP)
+	$(BIN)/python -m tl_course.bench
+
+# Regenerate the student notebooks (notebooks/) from the instructor solutions (solutions/).
+notebooks: $(STAMP)
+	$(BIN)/python -m tl_course.course release
+
+clean:
+	rm -rf _build

@@ -1,0 +1,129 @@
+"""Benchmark of the course's speed claims: ``python -m tl_course.bench`` prints one table.
+
+1. Feature extraction (decode + preprocess + forward, through a DataLoader) against the pure forward
+   pass on already-decoded tensors: how much of the network's speed the pipeline keeps (goal >= 90 %).
+2. One epoch training the softmax on cached features against one epoch through the frozen backbone
+   (goal >= 1000x faster).
+3. Training the top k stages from activations cached at the freeze point against training them from
+   images, next to the FLOP ratio of the two (the best speed-up caching can give).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import ImageDataset, cat_detector_splits
+from .features import bottom_stages, extract_features, top_stages
+from .freezing import freeze, stages
+from .models import load_pretrained, replace_head
+from .profiles import get_device, get_profile
+from .training import fit
+
+
+def _train_step_flops(model, x, y) -> int:
+    """FLOPs of one forward + backward of ``model`` on ``x`` (only what autograd really computes)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def run(images: int, image_size: int, device: torch.device, ks: list[int], batch_size: int,
+        num_workers: int, head_epochs: int) -> list[tuple[str, str, str, str]]:
+    per_class = -(-images // 3)
+    splits = cat_detector_splits(train_per_class=per_class, val_per_class=1, test_per_class=1)
+    samples = splits.train
+    model, preprocess, _ = load_pretrained(image_size=image_size)
+    replace_head(model, 3)
+    model.to(device).eval()
+    dataset = ImageDataset(samples, preprocess)
+    rows = []
+
+    # 1. extraction vs pure forward on decoded tensors
+    decoded = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    bottom = bottom_stages(model)
+    with torch.inference_mode():
+        bottom(decoded[:batch_size].to(device))  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(0, len(decoded), batch_size):
+            bottom(decoded[i:i + batch_size].to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        forward_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    features, labels = extract_features(model, dataset, device=device, batch_size=batch_size, num_workers=num_workers)
+    extract_s = time.perf_counter() - t0
+    n = len(decoded)
+    rows.append(("extraction vs pure forward", f"{n / extract_s:.1f} img/s", f"{n / forward_s:.1f} img/s",
+                 f"{forward_s / extract_s:.0%} (goal >= 90 %)"))
+
+    # 2. head epoch on cached features vs an epoch through the frozen backbone
+    freeze(model, trainable_stages=1)
+    head = top_stages(model)
+    h_head = fit(head, (features, labels), epochs=head_epochs, lr=1e-2, batch_size=batch_size, device=device,
+                 progress=False)
+    h_full = fit(model, dataset, epochs=1, lr=1e-2, batch_size=batch_size, device=device, num_workers=num_workers,
+                 progress=False)
+    head_epoch, full_epoch = h_head.seconds_per_epoch(), h_full.seconds_per_epoch()
+    rows.append(("softmax epoch: cached vs through backbone", f"{head_epoch * 1e3:.2f} ms", f"{full_epoch:.2f} s",
+                 f"{full_epoch / head_epoch:,.0f}x (goal >= 1000x)"))
+
+    # 3. top-k stages from cached activations vs from images, next to the FLOP ratio
+    n_stages = len(stages(model))
+    x1, y1 = decoded[:batch_size].to(device), labels[:batch_size].to(device)
+    for k in ks:
+        cut = n_stages - k
+        freeze(model, trainable_stages=k)
+        acts, acts_labels = extract_features(model, dataset, cut=cut, device=device, batch_size=batch_size,
+                                             num_workers=num_workers)
+        top = top_stages(model, cut)
+        h_cached = fit(top, (acts, acts_labels), epochs=2, lr=1e-3, batch_size=batch_size, device=device,
+                       progress=False)
+        h_images = fit(model, dataset, epochs=1, lr=1e-3, batch_size=batch_size, device=device,
+                       num_workers=num_workers, progress=False)
+        flops_images = _train_step_flops(model, x1, y1)
+        with torch.no_grad():
+            a1 = bottom_stages(model, cut)(x1)
+        flops_cached = _train_step_flops(top, a1, y1)
+        cached_epoch = h_cached.epochs[-1]["seconds"]  # second epoch: no first-call warm-up
+        rows.append((f"top {k} stages: cached activations vs images", f"{cached_epoch:.3f} s",
+                     f"{h_images.seconds_per_epoch():.2f} s",
+                     f"{h_images.seconds_per_epoch() / cached_epoch:.1f}x (FLOP limit {flops_images / flops_cached:.1f}x)"))
+    return rows
+
+
+def format_table(rows, header=("measurement", "fast path", "reference", "ratio")) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    profile = get_profile()
+    parser = argparse.ArgumentParser(prog="python -m tl_course.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=96, help="images to time (default 96)")
+    parser.add_argument("--image-size", type=int, default=profile.image_size)
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=profile.num_workers)
+    parser.add_argument("--head-epochs", type=int, default=50)
+    parser.add_argument("--ks", default="1,2,3,4", help="numbers of top stages to train (default 1,2,3,4)")
+    args = parser.parse_args(argv)
+    device = get_device(args.device)
+    torch.manual_seed(0)
+    print(f"EfficientNet-Lite0, {args.image_size} px, {args.images} images, batch {args.batch_size}, "
+          f"device {device}, {torch.get_num_threads()} threads, {args.num_workers} loader workers")
+    rows = run(args.images, args.image_size, device, [int(k) for k in args.ks.split(",")], args.batch_size,
+               args.num_workers, args.head_epochs)
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

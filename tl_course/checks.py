@@ -1,0 +1,113 @@
+"""Checks of the facts transfer learning depends on, in the words a student needs when one fails.
+
+The autograder tests and the chapters call these; each raises ``AssertionError`` with one clear sentence.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["snapshot", "changed", "bn_running_stats", "optimizer_step", "optimizer_parameter_ids",
+           "check_head", "check_only_head_trains"]
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer (BatchNorm running statistics included), by name.
+
+    >>> before = snapshot(model)
+    """
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
+    """Names of the tensors that are not bit-identical to ``before``.
+
+    >>> changed(before, model)
+    ['classifier.weight', 'classifier.bias']
+    """
+    now = model.state_dict()
+    return [k for k, v in before.items() if k in now and not torch.equal(v, now[k].detach().cpu())]
+
+
+def bn_running_stats(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every BatchNorm running mean and variance, by module name.
+
+    >>> stats = bn_running_stats(model)
+    """
+    stats = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            stats[f"{name}.running_mean"] = m.running_mean.detach().to("cpu", copy=True)
+            stats[f"{name}.running_var"] = m.running_var.detach().to("cpu", copy=True)
+    return stats
+
+
+def optimizer_parameter_ids(optimizer: torch.optim.Optimizer) -> set[int]:
+    """``id()`` of every parameter the optimizer updates.
+
+    >>> optimizer_parameter_ids(optimizer) == {id(p) for p in model.classifier.parameters()}
+    True
+    """
+    return {id(p) for group in optimizer.param_groups for p in group["params"]}
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, image_size: int = 64, batch_size: int = 4,
+                   seed: int = 0) -> None:
+    """One real training step in ``model.train()`` mode on a random batch (what a training loop does).
+
+    >>> optimizer_step(model, optimizer)
+    """
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=g).to(device)
+    model.train()
+    optimizer.zero_grad()
+    logits = model(x)
+    y = torch.randint(0, logits.shape[1], (batch_size,), generator=g).to(device)
+    nn.functional.cross_entropy(logits, y).backward()
+    optimizer.step()
+
+
+def check_head(model: nn.Module, num_classes: int, image_size: int = 64) -> None:
+    """The network ends in a ``num_classes``-way layer and outputs ``num_classes`` logits.
+
+    >>> check_head(model, 3)
+    """
+    from .models import get_head
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    assert out.shape == (2, num_classes), (
+        f"The model outputs {tuple(out.shape[1:])} values per image, not {num_classes}: "
+        "replace the 1000-way layer instead of keeping it or stacking a new layer after it.")
+    head = get_head(model)
+    assert head.out_features == num_classes, f"The last linear layer has {head.out_features} outputs, not {num_classes}."
+
+
+def check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, head: nn.Module,
+                           image_size: int = 64) -> None:
+    """After ``model.train()`` and one optimizer step: the head changed, every other weight and every
+    BatchNorm running statistic is bit-identical, and the optimizer holds exactly the head's parameters.
+
+    >>> check_only_head_trains(model, optimizer, model.classifier)
+    """
+    head_ids = {id(p) for p in head.parameters()}
+    held = optimizer_parameter_ids(optimizer)
+    assert held, "The optimizer holds no parameters."
+    assert held <= {id(p) for p in model.parameters()}, "The optimizer holds parameters that are not in this model."
+    assert held == head_ids, (
+        f"The optimizer updates {len(held)} tensors but the new head has {len(head_ids)}: "
+        "build it from the trainable parameters only (p.requires_grad).")
+    head_names = {n for n, p in model.named_parameters() if id(p) in head_ids}
+    before = snapshot(model)
+    optimizer_step(model, optimizer, image_size=image_size)
+    moved = set(changed(before, model))
+    frozen_moved = sorted(n for n in moved - head_names if not n.endswith("num_batches_tracked"))
+    assert not frozen_moved, (
+        f"{len(frozen_moved)} frozen tensors changed after one step (first: {frozen_moved[0]}): "
+        "set requires_grad = False on them and keep BatchNorm layers of the frozen part in eval mode.")
+    assert head_names & moved, "The new head did not change after an optimizer step: is it frozen too?"

@@ -1,0 +1,178 @@
+"""Instructor tooling: write nbgrader notebooks, release them, read the repository URL.
+
+The instructor notebooks in ``solutions/<id>/<id>.ipynb`` are the nbgrader *source*; the student
+notebooks in ``notebooks/<id>/<id>.ipynb`` are the *release*, produced by ``nbgrader
+generate_assignment`` (``make notebooks`` or ``python -m tl_course.course release``), never by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+__all__ = ["ROOT", "assignments", "repository_url", "colab_url", "md", "code", "solution", "tests", "readonly",
+           "setup_cells", "write_notebook", "release"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def assignments(root: Path = ROOT) -> list[str]:
+    """Assignment ids: one folder per chapter in ``solutions/``.
+
+    >>> assignments()[:1]
+    ['ch01_pretrained_weights']
+    """
+    return sorted(p.name for p in (root / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
+
+
+def repository_url(root: Path = ROOT) -> str:
+    """The course repository URL, from its one home: ``repository.url`` in ``_config.yml``.
+
+    >>> repository_url()
+    'https://github.com/tl-course/transfer-learning-course'
+    """
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    return config["repository"]["url"].rstrip("/")
+
+
+def colab_url(assignment_id: str, root: Path = ROOT) -> str:
+    """Colab link of a student notebook (Colab opens it straight from the repository).
+
+    >>> colab_url("ch01_pretrained_weights")
+    'https://colab.research.google.com/github/tl-course/transfer-learning-course/blob/main/notebooks/...'
+    """
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    branch = config["repository"].get("branch", "main")
+    path = re.sub(r"^https://github.com/", "", repository_url(root))
+    return f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{assignment_id}/{assignment_id}.ipynb"
+
+
+def _meta(grade_id: str, *, grade: bool, solution: bool, locked: bool, points: int | None = None) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution,
+            "task": False}
+    if points is not None:
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
+def md(text: str, grade_id: str | None = None) -> nbformat.NotebookNode:
+    """A markdown cell (locked when given a ``grade_id``)."""
+    cell = nbformat.v4.new_markdown_cell(text.strip("\n"))
+    if grade_id:
+        cell.metadata.update(_meta(grade_id, grade=False, solution=False, locked=True))
+    return cell
+
+
+def code(text: str) -> nbformat.NotebookNode:
+    """An ordinary code cell (students may edit it)."""
+    return nbformat.v4.new_code_cell(text.strip("\n"))
+
+
+def readonly(grade_id: str, text: str) -> nbformat.NotebookNode:
+    """A locked code cell: nbgrader restores its source before grading."""
+    cell = nbformat.v4.new_code_cell(text.strip("\n"))
+    cell.metadata.update(_meta(grade_id, grade=False, solution=False, locked=True))
+    return cell
+
+
+def solution(grade_id: str, text: str) -> nbformat.NotebookNode:
+    """An answer cell: the part between ``### BEGIN SOLUTION`` / ``### END SOLUTION`` is cleared on release."""
+    cell = nbformat.v4.new_code_cell(text.strip("\n"))
+    cell.metadata.update(_meta(grade_id, grade=False, solution=True, locked=False))
+    return cell
+
+
+def tests(grade_id: str, points: int, text: str) -> nbformat.NotebookNode:
+    """A locked, graded test cell worth ``points`` (may hold ``### BEGIN HIDDEN TESTS`` blocks)."""
+    cell = nbformat.v4.new_code_cell(text.strip("\n"))
+    cell.metadata.update(_meta(grade_id, grade=True, solution=False, locked=True, points=points))
+    return cell
+
+
+def setup_cells(assignment_id: str, root: Path = ROOT) -> list[nbformat.NotebookNode]:
+    """The first cells of every student notebook: Open-in-Colab badge, install-in-Colab setup, device check."""
+    badge = md(f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(assignment_id, root)})",
+               grade_id="colab_badge")
+    setup = readonly("setup", f'''
+# Setup. In Colab this installs the course package (a minute); anywhere else it does nothing.
+import sys, subprocess
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+{repository_url(root)}"], check=True)
+
+import warnings
+warnings.filterwarnings("ignore")  # keep grading output clean: nbgrader scores a cell that writes to stderr 0
+
+import torch
+import tl_course
+from tl_course import get_device, get_profile
+
+device = get_device()          # CUDA > MPS > CPU
+profile = get_profile()        # TL_COURSE_PROFILE = ci | cpu | gpu (default: gpu if CUDA, else cpu)
+print(f"tl_course {{tl_course.__version__}}, torch {{torch.__version__}}, device {{device}}, profile {{profile.name}}")
+''')
+    return [badge, setup]
+
+
+def write_notebook(path: str | Path, cells: list[nbformat.NotebookNode]) -> Path:
+    """Write an nbgrader source notebook with a Python 3 kernel spec.
+
+    >>> write_notebook("solutions/ch01/ch01.ipynb", [md("# Title"), code("1 + 1")])
+    """
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+    return path
+
+
+def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = None) -> Path:
+    """Run ``nbgrader generate_assignment`` for one chapter; the student notebook lands in
+    ``release_dir`` (default ``notebooks/``). The gradebook used is a throwaway one.
+
+    >>> release("ch01_pretrained_weights")
+    PosixPath('.../notebooks/ch01_pretrained_weights')
+    """
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    release_dir = Path(release_dir or root / "notebooks")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Config()
+        config.CourseDirectory.root = str(root)
+        config.CourseDirectory.source_directory = "solutions"
+        config.CourseDirectory.release_directory = str(Path(tmp) / "release")
+        config.CourseDirectory.db_url = f"sqlite:///{tmp}/gradebook.db"
+        api = NbGraderAPI(CourseDirectory(config=config), config=config)
+        result = api.generate_assignment(assignment_id, force=True)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader generate_assignment {assignment_id} failed:\n{result['error']}")
+        target = release_dir / assignment_id
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(tmp) / "release" / assignment_id, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tl_course.course")
+    parser.add_argument("command", choices=["release"])
+    parser.add_argument("assignment", nargs="*", help="assignment ids (default: all)")
+    args = parser.parse_args(argv)
+    for assignment_id in args.assignment or assignments():
+        print(release(assignment_id))
+
+
+if __name__ == "__main__":
+    main()

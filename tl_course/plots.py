@@ -1,0 +1,375 @@
+"""Figures for the notebooks: image grids, top-k predictions, learning curves, confusion matrices, sweeps.
+
+Every function draws into a new :class:`~matplotlib.figure.Figure` (or into ``ax=`` when given) and
+returns the figure; none calls ``plt.show()``. New figures are built with ``Figure(...)`` rather than
+``pyplot``: a notebook then shows the returned figure exactly once (pyplot would show it a second time
+at the end of the cell), and a loop drawing many figures never trips pyplot's "more than 20 figures"
+warning or keeps closed-over figures alive.
+
+Tensors are handled by duck typing (``.detach()``), so this module needs matplotlib and numpy only.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["show_images", "plot_topk", "plot_history", "plot_confusion", "plot_heatmap"]
+
+_RIGHT, _WRONG = "green", "red"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+def _to_numpy(x: Any) -> np.ndarray:
+    """A tensor (any device, any float dtype) or array-like as a numpy array."""
+    if hasattr(x, "detach"):  # torch.Tensor
+        t = x.detach().cpu()
+        if t.is_floating_point():
+            t = t.float()  # numpy has no bfloat16; half is promoted for the same reason
+        return t.numpy()
+    return np.asarray(x)
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _is_tensor(x: Any) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "ndim")
+
+
+def _image_array(image: Any, mean: Sequence[float] | float | None = None,
+                 std: Sequence[float] | float | None = None) -> np.ndarray:
+    """A PIL image or a CHW tensor as an array ``imshow`` shows correctly (HWC, or HW for one channel).
+
+    A tensor is un-normalised with ``x * std + mean`` per channel (when given) and clipped to [0, 1].
+    """
+    if _is_tensor(image):
+        x = _to_numpy(image).astype(np.float32)
+        if x.ndim != 3:
+            raise ValueError(f"Expected a CHW image tensor, got shape {tuple(x.shape)}.")
+        channels = x.shape[0]
+        for name, stat in (("std", std), ("mean", mean)):
+            if stat is None:
+                continue
+            s = np.asarray(stat, dtype=np.float32).reshape(-1)
+            if s.size not in (1, channels):
+                raise ValueError(f"{name} has {s.size} values for a {channels}-channel image.")
+            x = x * s.reshape(-1, 1, 1) if name == "std" else x + s.reshape(-1, 1, 1)
+        x = np.clip(x, 0.0, 1.0)
+        return x[0] if channels == 1 else np.transpose(x, (1, 2, 0))
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL.Image
+        if image.mode not in ("RGB", "RGBA", "L"):
+            image = image.convert("RGB")  # palette, CMYK, 16-bit: imshow cannot show them directly
+        return np.asarray(image)
+    raise TypeError(f"Expected a PIL image or a CHW tensor, got {type(image).__name__}.")
+
+
+def _imshow(ax: Axes, array: np.ndarray) -> AxesImage:
+    if array.ndim == 2:  # one channel: grey, not the default colour map
+        vmax = 255 if array.dtype == np.uint8 else 1.0
+        im = ax.imshow(array, cmap="gray", vmin=0, vmax=vmax)
+    else:
+        im = ax.imshow(array)
+    ax.set_axis_off()
+    return im
+
+
+def _label_name(label: Any, classes: Sequence[str] | None) -> str:
+    """A label (class index, 0-d tensor or name) as the class name."""
+    if isinstance(label, str):
+        return label
+    index = operator.index(label)  # int, numpy int or integer 0-d tensor; a float label is an error
+    return str(classes[index]) if classes is not None else str(index)
+
+
+def _as_labels(labels: Any, n: int, what: str) -> list | None:
+    if labels is None:
+        return None
+    labels = list(labels)
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} {what} for {n} images.")
+    return labels
+
+
+def _annotate(ax: Axes, im: AxesImage, values: np.ndarray, fmt: str) -> None:
+    """Write ``fmt.format(value)`` in every finite cell, black on light colours and white on dark ones."""
+    for (row, col), value in np.ndenumerate(values):
+        if not np.isfinite(value):
+            continue  # NaN cells stay blank: there is nothing to report there
+        r, g, b, _ = im.cmap(im.norm(value))
+        luminance = 0.299 * r + 0.587 * g + 0.114 * b  # perceived brightness (ITU-R BT.601)
+        ax.text(col, row, fmt.format(value), ha="center", va="center",
+                color="black" if luminance > 0.5 else "white", fontsize=9)
+
+
+def _grid_ticks(ax: Axes, row_labels: Sequence, col_labels: Sequence) -> None:
+    cols = [str(c) for c in col_labels]
+    ax.set_xticks(range(len(cols)), cols)
+    if max((len(c) for c in cols), default=0) > 4:  # long names overlap unless slanted
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+def show_images(images: Any, true_labels: Sequence | None = None, pred_labels: Sequence | None = None,
+                classes: Sequence[str] | None = None, ncols: int = 6, title: str | None = None,
+                mean: Sequence[float] | float | None = None,
+                std: Sequence[float] | float | None = None) -> Figure:
+    """A grid of images, each titled with its true label and, when given, the prediction.
+
+    ``images``: a list of PIL images, or a list / ``(N, C, H, W)`` batch of CHW tensors normalised with
+    ``(mean, std)`` (both required for tensors; the result is clipped to [0, 1]). Labels are class
+    indices into ``classes`` or names. With predictions the whole cell title is green when right and
+    red when wrong.
+
+    >>> fig = show_images(batch, labels, preds, classes=["Tigger", "Misty", "neither"],
+    ...                   mean=preprocess.mean, std=preprocess.std)
+    """
+    if _is_tensor(images):
+        images = [images] if images.ndim == 3 else list(images)  # a single CHW tensor is one image
+    images = list(images)
+    if not images:
+        raise ValueError("show_images needs at least one image.")
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}.")
+    if any(_is_tensor(im) for im in images) and (mean is None or std is None):
+        raise ValueError("Tensor images need the mean and std they were normalised with (e.g. preprocess.mean).")
+    n = len(images)
+    true_labels = _as_labels(true_labels, n, "true labels")
+    pred_labels = _as_labels(pred_labels, n, "predicted labels")
+
+    cols = min(ncols, n)
+    rows = math.ceil(n / cols)
+    fig = _new_figure((2.2 * cols, 2.4 * rows + (0.4 if title else 0.0)))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        fig.delaxes(ax)  # the last row may be short: no empty frames left behind
+    for i, (ax, image) in enumerate(zip(axes, images)):
+        _imshow(ax, _image_array(image, mean, std))
+        lines, color = [], "black"
+        if true_labels is not None:
+            lines.append(f"true: {_label_name(true_labels[i], classes)}")
+        if pred_labels is not None:
+            pred = _label_name(pred_labels[i], classes)
+            lines.append(f"pred: {pred}")
+            if true_labels is not None:
+                color = _RIGHT if pred == _label_name(true_labels[i], classes) else _WRONG
+        if lines:
+            ax.set_title("\n".join(lines), color=color, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_topk(image: Any, probs: Any, categories: Sequence[str], k: int = 5,
+              ax: Axes | Sequence[Axes] | None = None) -> Figure:
+    """The image on the left and its ``k`` most probable categories as horizontal bars on the right.
+
+    ``probs``: the 1-D vector of class probabilities (a batch of one is accepted). ``image``: a PIL
+    image or a CHW tensor in [0, 1] (a normalised tensor would show distorted colours), or ``None`` for
+    the bars alone. ``ax``: a pair ``(image_ax, bar_ax)``, or one Axes for the bars alone.
+
+    >>> fig = plot_topk(photo, model(x).softmax(1)[0], categories, k=5)
+    """
+    p = _to_numpy(probs).astype(np.float64)
+    p = p.reshape(-1) if p.ndim > 1 and p.size == p.shape[-1] else p  # (1, 1000) from a batch of one
+    if p.ndim != 1:
+        raise ValueError(f"probs must be 1-D, got shape {p.shape}.")
+    if len(categories) != p.size:
+        raise ValueError(f"{len(categories)} categories for {p.size} probabilities.")
+    k = min(k, p.size)
+    top = np.argsort(-p, kind="stable")[:k]
+
+    if ax is None:
+        if image is None:
+            fig = _new_figure((5.0, 0.4 * k + 1.0))
+            image_ax, bar_ax = None, fig.subplots()
+        else:
+            fig = _new_figure((9.0, max(3.0, 0.45 * k + 1.2)))
+            image_ax, bar_ax = fig.subplots(1, 2, width_ratios=(1, 1.3))
+    elif isinstance(ax, Axes):
+        if image is not None:
+            raise ValueError("One Axes holds the bars only: pass ax=(image_ax, bar_ax) or image=None.")
+        image_ax, bar_ax = None, ax
+        fig = ax.figure
+    else:
+        image_ax, bar_ax = ax
+        fig = bar_ax.figure
+
+    if image_ax is not None:
+        if image is None:
+            image_ax.set_axis_off()
+        else:
+            _imshow(image_ax, _image_array(image))
+
+    names = [str(categories[i]) for i in top]
+    bars = bar_ax.barh(range(k), p[top], color="C0")
+    bar_ax.set_yticks(range(k), names)
+    bar_ax.invert_yaxis()  # most probable on top, read like a ranking
+    bar_ax.bar_label(bars, labels=[f"{v:.1%}" for v in p[top]], padding=3, fontsize=9)
+    bar_ax.set_xlim(0, 1.2)  # room for the percentage right of a bar near 1
+    bar_ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    bar_ax.set_xlabel("probability")
+    bar_ax.set_title(f"top-{k}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def _series(epochs: list[dict], key: str) -> np.ndarray | None:
+    """``key`` per epoch with gaps as NaN (the line breaks there); ``None`` when never recorded."""
+    values = [e.get(key) for e in epochs]
+    if all(v is None for v in values):
+        return None
+    return np.array([np.nan if v is None else float(v) for v in values])
+
+
+def plot_history(*histories: Any, labels: Sequence[str] | None = None, metric: str = "acc") -> Figure:
+    """Learning curves: loss on the left, ``metric`` (accuracy) on the right; train solid, validation dashed.
+
+    Each history is a list of per-epoch dicts (``epoch``, ``train_loss``, ``train_acc``, ``val_loss``,
+    ``val_acc``, ...; ``val_*`` missing or ``None`` without a validation set) or an object with that list
+    as ``.epochs``. One colour per history, named by ``labels`` in the legend of the loss panel. A history
+    with a ``best_epoch`` (1-based, as the ``epoch`` key) gets a star on that epoch in both panels.
+
+    >>> fig = plot_history(head_only, fine_tuned, labels=["head only", "last 2 stages"])
+    """
+    if not histories:
+        raise ValueError("plot_history needs at least one history.")
+    if labels is not None and len(labels) != len(histories):
+        raise ValueError(f"{len(labels)} labels for {len(histories)} histories.")
+    if labels is None and len(histories) > 1:
+        labels = [f"run {i + 1}" for i in range(len(histories))]
+
+    fig = _new_figure((10.0, 4.0))
+    loss_ax, metric_ax = fig.subplots(1, 2)
+    panels = ((loss_ax, "loss"), (metric_ax, metric))
+    any_val = any_best = False
+    for i, history in enumerate(histories):
+        epochs = list(getattr(history, "epochs", history))
+        if not epochs:
+            raise ValueError(f"History {i + 1} has no epochs.")
+        x = np.array([e["epoch"] for e in epochs])
+        color = f"C{i}"
+        best = getattr(history, "best_epoch", None)
+        if best is not None and best not in x:
+            raise ValueError(f"best_epoch {best} of history {i + 1} is not one of its epochs {x.tolist()}.")
+        for ax, key in panels:
+            train, val = _series(epochs, f"train_{key}"), _series(epochs, f"val_{key}")
+            if train is not None:
+                ax.plot(x, train, color=color, linestyle="-")
+            if val is not None:
+                ax.plot(x, val, color=color, linestyle="--")
+                any_val = True
+            # the star sits on the curve the best epoch was chosen by: validation if there is one
+            marked = val if val is not None else train
+            if best is not None and marked is not None:
+                ax.scatter([best], [marked[x == best][0]], marker="*", s=150, color=color,
+                           edgecolors="black", linewidths=0.5, zorder=3)
+                any_best = True
+
+    for ax, key in panels:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.grid(alpha=0.3)
+    loss_ax.set_title("loss")
+    metric_ax.set_title("accuracy" if metric == "acc" else metric)
+
+    # Proxy handles, not drawn lines: the legend explains colour (run) and style (split) separately.
+    handles = [Line2D([], [], color=f"C{i}", label=label) for i, label in enumerate(labels or [])]
+    handles.append(Line2D([], [], color="grey", linestyle="-", label="train"))
+    if any_val:
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="val"))
+    if any_best:
+        handles.append(Line2D([], [], color="grey", marker="*", markersize=10, linestyle="none",
+                              label="best epoch"))
+    loss_ax.legend(handles=handles, fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrices
+# ---------------------------------------------------------------------------------------------
+def plot_confusion(confusion: Any, classes: Sequence[str], ax: Axes | None = None, normalize: bool = False,
+                   title: str | None = None) -> Figure:
+    """The confusion matrix (rows = true class, columns = predicted) with the count in every cell.
+
+    ``normalize=True`` divides each row by its total, so a cell is the fraction of that true class
+    predicted as the column's class (a row with no examples is left blank).
+
+    >>> fig = plot_confusion([[8, 2], [1, 9]], ["Tigger", "Misty"])
+    """
+    counts = _to_numpy(confusion)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"Expected a {k}x{k} matrix for {k} classes, got shape {counts.shape}.")
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN marks a class with no examples
+            values = counts / totals
+        fmt = "{:.2f}"
+    else:
+        values = counts
+        integral = np.issubdtype(counts.dtype, np.integer) or np.all(np.mod(counts, 1) == 0)
+        fmt = "{:.0f}" if integral else "{:.2f}"
+
+    fig = ax.figure if ax is not None else _new_figure((1.0 + 0.6 * k + 1.5, 1.0 + 0.6 * k + 1.0))
+    ax = ax if ax is not None else fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(values.astype(np.float64)),
+                   cmap=matplotlib.colormaps["Blues"].with_extremes(bad="lightgrey"),
+                   vmin=0, vmax=1 if normalize else max(float(np.nanmax(values)), 1.0))
+    _annotate(ax, im, values.astype(np.float64), fmt)
+    _grid_ticks(ax, classes, classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_heatmap(values: Any, row_labels: Sequence, col_labels: Sequence, xlabel: str, ylabel: str,
+                 title: str | None = None, fmt: str = "{:.2f}", ax: Axes | None = None,
+                 cmap: str | matplotlib.colors.Colormap = "viridis") -> Figure:
+    """A 2-D sweep as a heat map with ``fmt.format(value)`` in every cell and a colour bar; NaN cells are grey.
+
+    ``fmt`` is applied to Python floats (use ``"{:.0f}"`` for whole numbers).
+
+    >>> fig = plot_heatmap(acc, row_labels=[2, 5, 20], col_labels=[1, 2, 3], xlabel="trainable stages",
+    ...                    ylabel="training images per class", title="test accuracy")
+    """
+    v = _to_numpy(values).astype(np.float64)
+    if v.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"values has shape {v.shape} for {len(row_labels)} rows x {len(col_labels)} columns.")
+    finite = v[np.isfinite(v)]
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+
+    fig = ax.figure if ax is not None else _new_figure(
+        (1.5 + 0.9 * len(col_labels) + 1.5, 1.0 + 0.6 * len(row_labels) + 1.0))
+    ax = ax if ax is not None else fig.subplots()
+    colormap = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad="lightgrey")
+    im = ax.imshow(np.ma.masked_invalid(v), cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto")
+    _annotate(ax, im, v, fmt)
+    _grid_ticks(ax, row_labels, col_labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    return fig
