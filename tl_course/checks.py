@@ -86,6 +86,10 @@ def check_head(model: nn.Module, num_classes: int, image_size: int = 64) -> None
         "replace the 1000-way layer instead of keeping it or stacking a new layer after it.")
     head = get_head(model)
     assert head.out_features == num_classes, f"The last linear layer has {head.out_features} outputs, not {num_classes}."
+    imagenet = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 1000]
+    assert num_classes == 1000 or not imagenet, (
+        f"The old 1000-way layer {imagenet[0]!r} is still in the network: replace it instead of stacking "
+        "a new layer after it.")
 
 
 def check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, head: nn.Module,
@@ -103,6 +107,8 @@ def check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, h
         f"The optimizer updates {len(held)} tensors but the new head has {len(head_ids)}: "
         "build it from the trainable parameters only (p.requires_grad).")
     head_names = {n for n, p in model.named_parameters() if id(p) in head_ids}
+    assert any(p.requires_grad for p in head.parameters()), (
+        "The new head is frozen (requires_grad is False), so nothing can train: freeze only the layers below it.")
     before = snapshot(model)
     optimizer_step(model, optimizer, image_size=image_size)
     moved = set(changed(before, model))

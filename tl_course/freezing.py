@@ -70,8 +70,12 @@ def torchvision_resnet():
 
 def _keep_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     # Installed on modules of frozen stages: model.train() reaches them but they stay in eval mode,
-    # so BatchNorm uses (and never updates) its running statistics and dropout stays off.
-    return nn.Module.train(self, False)
+    # so BatchNorm uses (and never updates) its running statistics and dropout stays off. Children get
+    # ``mode`` and decide for themselves: with train_bn=True a BatchNorm layer has no override and trains.
+    self.training = False
+    for child in self.children():
+        child.train(mode)
+    return self
 
 
 def _set_frozen(stage: nn.Module, frozen: bool, train_bn: bool) -> None:

@@ -1,0 +1,48 @@
+"""Shared fixtures: the offline EfficientNet-Lite0 loaded once, a few real photos, the data path."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The offline photos: $TL_COURSE_DATA, else ../shared/data beside the repository.
+DATA = Path(os.environ.get("TL_COURSE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+PETS = DATA / "oxford-iiit-pet" / "images"
+needs_pets = pytest.mark.skipif(not PETS.is_dir(), reason=f"no Oxford-IIIT Pet photos in {PETS} (set TL_COURSE_DATA)")
+
+
+@pytest.fixture(scope="session")
+def pretrained():
+    """``load_pretrained()`` once per session (offline weights, 224 px preprocessing). Do not mutate its
+    model: take ``copy.deepcopy(pretrained.model)`` (or the ``lite0`` fixture)."""
+    from tl_course.models import load_pretrained
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return load_pretrained()
+
+
+@pytest.fixture(scope="session")
+def small_preprocess():
+    """The Lite0 eval preprocessing at 64 px: enough for the plumbing tests, cheap on a CPU."""
+    from tl_course.models import load_pretrained
+
+    return load_pretrained(image_size=64).preprocess
+
+
+@pytest.fixture
+def lite0(pretrained):
+    """A private copy of the pretrained Lite0 (1000-way head, eval mode), free to mutate."""
+    return copy.deepcopy(pretrained.model)
+
+
+@pytest.fixture(scope="session")
+def few_photos():
+    """6 real photos (2 Tigger, 2 Misty, 2 neither) as ``Samples``."""
+    if not PETS.is_dir():
+        pytest.skip(f"no Oxford-IIIT Pet photos in {PETS} (set TL_COURSE_DATA)")
+    from tl_course.data import cat_detector_splits
+
+    return cat_detector_splits(2, 0, 0, seed=0, root=DATA).train
