@@ -7,7 +7,9 @@ generate_assignment`` (``make notebooks`` or ``python -m tl_course.course releas
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -148,6 +150,11 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
     from traitlets.config import Config
 
     release_dir = Path(release_dir or root / "notebooks")
+    # nbgrader creates its gradebook by running the `alembic` script: make the one beside this Python findable
+    # even when the virtual environment is not activated (``make notebooks`` calls .venv/bin/python directly).
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         config = Config()
         config.CourseDirectory.root = str(root)

@@ -1,0 +1,90 @@
+"""Classic mistakes of chapter 2 (the cat detector: labels and splits), each of which must cost points.
+
+MISTAKES: mistake name -> {answer cell grade_id: the student's full replacement source}.
+MUST_FAIL: mistake name -> grade_ids of the test cells that must score below full points.
+"""
+
+_LABEL_HEADER = '''def cat_label(breed):
+    """0 for Bengal (Tigger), 1 for Russian_Blue (Misty), 2 for every other breed (neither)."""
+'''
+
+_SPLIT_HEADER = '''import random
+
+def split_per_class(files, labels, train_per_class, val_per_class, test_per_class, seed=0):
+    """Seeded, stratified (train, val, test) lists of (file, label); test and val do not depend on train_per_class."""
+'''
+
+MISTAKES: dict[str, dict[str, str]] = {
+    # Compares with a lower-case name: the real "Bengal" never matches.
+    "label_lowercase": {"cat_label": _LABEL_HEADER + '''    if breed == "bengal":
+        return 0
+    if breed == "Russian_Blue":
+        return 1
+    return 2
+'''},
+    # Typo in the breed name: Misty becomes "neither".
+    "label_russian_blue_typo": {"cat_label": _LABEL_HEADER + '''    return {"Bengal": 0, "Russian Blue": 1}.get(breed, 2)
+'''},
+    # Training photos drawn from all of a class's photos: they overlap with val and test.
+    "splits_overlap": {"split_per_class": _SPLIT_HEADER + '''    rng = random.Random(seed)
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        pool = sorted(f for f, y in zip(files, labels) if y == label)
+        if len(pool) < test_per_class + val_per_class + train_per_class:
+            raise ValueError("not enough photos")
+        rng.shuffle(pool)
+        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in rng.sample(pool, train_per_class)]
+    return train, val, test
+'''},
+    # One random split of everything: the counts per class are off.
+    "not_stratified": {"split_per_class": _SPLIT_HEADER + '''    rng = random.Random(seed)
+    pairs = sorted(zip(files, labels))
+    if len(pairs) < 3 * (test_per_class + val_per_class + train_per_class):
+        raise ValueError("not enough photos")
+    rng.shuffle(pairs)
+    k = len(set(labels))
+    n_test, n_val, n_train = k * test_per_class, k * val_per_class, k * train_per_class
+    test = pairs[:n_test]
+    val = pairs[n_test:n_test + n_val]
+    train = pairs[n_test + n_val:n_test + n_val + n_train]
+    return train, val, test
+'''},
+    # Training photos taken first: the test set moves when train_per_class changes.
+    "train_carved_first": {"split_per_class": _SPLIT_HEADER + '''    rng = random.Random(seed)
+    needed = test_per_class + val_per_class + train_per_class
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        pool = sorted(f for f, y in zip(files, labels) if y == label)
+        if len(pool) < needed:
+            raise ValueError("not enough photos")
+        rng.shuffle(pool)
+        train += [(f, label) for f in pool[:train_per_class]]
+        val += [(f, label) for f in pool[train_per_class:train_per_class + val_per_class]]
+        test += [(f, label) for f in pool[train_per_class + val_per_class:needed]]
+    return train, val, test
+'''},
+    # The global random.shuffle without a seed: a different split on every call.
+    "unseeded": {"split_per_class": _SPLIT_HEADER + '''    needed = test_per_class + val_per_class + train_per_class
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        pool = sorted(f for f, y in zip(files, labels) if y == label)
+        if len(pool) < needed:
+            raise ValueError("not enough photos")
+        random.shuffle(pool)
+        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in pool[test_per_class + val_per_class:needed]]
+    return train, val, test
+'''},
+}
+
+MUST_FAIL: dict[str, list[str]] = {
+    "label_lowercase": ["test_cat_label"],
+    "label_russian_blue_typo": ["test_cat_label"],
+    "splits_overlap": ["test_split_no_overlap"],
+    "not_stratified": ["test_split_counts"],
+    "train_carved_first": ["test_split_stable_test_set"],
+    "unseeded": ["test_split_seeded", "test_split_stable_test_set"],
+}

@@ -1,0 +1,66 @@
+"""Classic mistakes for chapter 3 (replace the softmax); format in ``tests/mistakes/__init__.py``."""
+
+_SIGNATURE = '''def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Replace the last nn.Linear of `model` by a fresh `num_classes`-way nn.Linear, in place; return `model`."""
+'''
+
+_COUNT_SIGNATURE = '''def count_trainable(model: nn.Module) -> int:
+    """Number of scalar parameters of `model` with requires_grad=True."""
+'''
+
+MISTAKES: dict[str, dict[str, str]] = {
+    # Keeps the 1000-way ImageNet head: the model still outputs 1000 scores.
+    "kept_imagenet_head": {"replace_head": _SIGNATURE + "    return model\n"},
+    # Adds the new head after the old one: the output shape is right, but the 1000-way layer stays.
+    "stacked_after_old_head": {"replace_head": _SIGNATURE + '''    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.Sequential(old, nn.Linear(old.out_features, num_classes)))
+    return model
+'''},
+    # Only knows timm's EfficientNet: on a ResNet it adds an unused `classifier` and keeps `fc`.
+    "only_timm_classifier": {"replace_head": _SIGNATURE + '''    model.classifier = nn.Linear(1280, num_classes)
+    return model
+'''},
+    # Ignores num_classes: a fresh layer, but 1000-way again.
+    "new_head_1000_outputs": {"replace_head": _SIGNATURE + '''    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.Linear(old.in_features, 1000))
+    return model
+'''},
+    # Takes the 1000 outputs as the new layer's inputs: the forward pass fails with a shape mismatch.
+    "wrong_in_features": {"replace_head": _SIGNATURE + '''    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.Linear(old.out_features, num_classes))
+    return model
+'''},
+    # Keeps the first num_classes rows of the ImageNet weights instead of a fresh initialisation.
+    "head_sliced_from_old_weights": {"replace_head": _SIGNATURE + '''    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    new = nn.Linear(old.in_features, num_classes)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[:num_classes])
+        new.bias.copy_(old.bias[:num_classes])
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+    return model
+'''},
+    # Counts every parameter, frozen or not.
+    "count_all_parameters": {"count_trainable": _COUNT_SIGNATURE + "    return sum(p.numel() for p in model.parameters())\n"},
+    # Counts tensors, not numbers.
+    "count_tensors_not_numbers": {"count_trainable": _COUNT_SIGNATURE
+                                  + "    return len([p for p in model.parameters() if p.requires_grad])\n"},
+}
+
+MUST_FAIL: dict[str, list[str]] = {
+    "kept_imagenet_head": ["test_head_shape", "test_head_replaced"],
+    "stacked_after_old_head": ["test_head_replaced", "test_rest_unchanged"],
+    "only_timm_classifier": ["test_head_shape", "test_head_replaced", "test_rest_unchanged"],
+    "new_head_1000_outputs": ["test_head_shape", "test_head_replaced"],
+    "wrong_in_features": ["test_head_shape", "test_head_replaced"],
+    "head_sliced_from_old_weights": ["test_head_replaced"],
+    "count_all_parameters": ["test_count_trainable"],
+    "count_tensors_not_numbers": ["test_count_trainable"],
+}
