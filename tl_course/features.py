@@ -16,7 +16,6 @@ import hashlib
 import os
 import tempfile
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .freezing import StagedModel, stages
-from .profiles import get_device
+from .profiles import autocast, get_device
 
 __all__ = [
     "FeatureSet",
@@ -127,13 +126,6 @@ def _as_loader(data, batch_size: int, device: torch.device, num_workers: int) ->
                       pin_memory=device.type == "cuda")
 
 
-def _autocast(device: torch.device):
-    # Mixed precision only where it pays: on CUDA. CPU autocast is slower on small CPUs.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
 def extract_features(model: nn.Module, data: Dataset | DataLoader, cut: int | None = None,
                      device: str | torch.device | None = None, batch_size: int = 32, num_workers: int = 0,
                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +143,7 @@ def extract_features(model: nn.Module, data: Dataset | DataLoader, cut: int | No
     bottom.to(device).eval()  # eval: BatchNorm uses its running statistics, dropout is off
     chunks, labels = [], []
     try:
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), autocast(device):
             for images, targets in tqdm(_as_loader(data, batch_size, device, num_workers), disable=not progress,
                                         desc="features", unit="batch"):
                 out = bottom(images.to(device, non_blocking=True))

@@ -7,11 +7,12 @@ laptop and at full size on a Colab GPU.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
 
-__all__ = ["Profile", "PROFILES", "get_profile", "get_device"]
+__all__ = ["Profile", "PROFILES", "get_profile", "get_device", "autocast"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,14 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision (fp16) where it pays: on CUDA. A no-op elsewhere (CPU autocast is slower on small CPUs).
+
+    >>> with autocast(get_device()):
+    ...     logits = model(images)
+    """
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()

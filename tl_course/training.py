@@ -5,10 +5,8 @@ Model selection happens on the validation set; the test set, if given, is evalua
 """
 from __future__ import annotations
 
-import copy
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .freezing import build_optimizer
-from .profiles import get_device
+from .checks import snapshot
+from .profiles import autocast, get_device
 
 __all__ = ["History", "Evaluation", "seed_everything", "fit", "evaluate", "predict"]
 
@@ -112,17 +111,11 @@ class _Batches:
             yield x[idx], y[idx]
 
 
-def _amp(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
 def _run_eval(model: nn.Module, batches: _Batches, device: torch.device, amp: bool):
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    with torch.inference_mode(), _amp(device, amp):
+    with torch.inference_mode(), autocast(device, amp):
         for x, y in batches:
             logits.append(model(x).float())
             labels.append(y)
@@ -212,7 +205,7 @@ def fit(model: nn.Module, train, val=None, *, test=None, epochs: int = 10, lr: f
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in train_batches:
             optimizer.zero_grad(set_to_none=True)
-            with _amp(device, use_amp):
+            with autocast(device, use_amp):
                 logits = model(x)
                 loss = loss_fn(logits.float(), y)
             scaler.scale(loss).backward()
@@ -232,7 +225,7 @@ def fit(model: nn.Module, train, val=None, *, test=None, epochs: int = 10, lr: f
             key = (record["val_acc"], -record["val_loss"])
             if best_key is None or key > best_key:
                 best_key, history.best_epoch = key, epoch
-                best_state = copy.deepcopy({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+                best_state = snapshot(model)
         record["seconds"] = time.perf_counter() - t0
         history.epochs.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}",
