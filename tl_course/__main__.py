@@ -9,7 +9,7 @@ import argparse
 import time
 
 from . import (cached_features, count_parameters, fit, freeze, get_device, get_profile, load_pretrained,
-               replace_head, top_stages)
+               replace_head, seed_everything, top_stages)
 from .data import CLASSES, cat_detector_splits
 
 
@@ -26,6 +26,7 @@ def demo(profile_name: str | None = None, device: str | None = None) -> float:
     splits = cat_detector_splits(profile.train_per_class, profile.val_per_class, profile.test_per_class)
     print(f"[{time.perf_counter() - t:6.2f} s] splits: train {splits.train.counts()}, val {len(splits.val)},"
           f" test {len(splits.test)}")
+    seed_everything(0)  # the new head's initial weights: the same on every run
     replace_head(model, len(CLASSES))
     freeze(model, trainable_stages=1)
     trainable, total = count_parameters(model)
