@@ -209,7 +209,10 @@ def test_param_groups_learning_rates(head3):
     for g in groups:
         assert {id(p) for p in g["params"]} == _stage_param_ids(all_stages[g["stage"]])
     optimizer = build_optimizer(head3, lr=1e-3, decay=1.0)
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-4, 1e-4, 1e-3])
+    # Two groups per stage: weights with decay, 1-D parameters (biases, norm weights) without.
+    assert [(g["stage"], g["lr"]) for g in optimizer.param_groups] == [
+        (7, pytest.approx(1e-4)), (7, pytest.approx(1e-4)), (8, pytest.approx(1e-4)), (8, pytest.approx(1e-4)),
+        (9, pytest.approx(1e-3)), (9, pytest.approx(1e-3))]
     # A plain module is one stage: the new layer, at lr.
     (group,) = param_groups(nn.Linear(4, 3), lr=0.5)
     assert group["lr"] == 0.5

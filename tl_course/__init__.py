@@ -7,7 +7,7 @@ from .data import (CLASSES, BadImageError, DataUnavailableError, ImageDataset, S
                    train_transform)
 from .features import (FeatureSet, bottom_stages, cache_dir, cached_features, extract_features,
                        features_fingerprint, load_features, save_features, top_stages)
-from .freezing import (StagedModel, build_optimizer, count_parameters, freeze, param_groups, replace_top_stages,
+from .freezing import (FrozenBatchNorm2d, StagedModel, build_optimizer, count_parameters, freeze, param_groups, replace_top_stages,
                        stages, trainable_parameters, unfreeze)
 from .models import (SUPPORTED_MODELS, Pretrained, WeightsUnavailableError, get_head, imagenet_categories,
                      load_pretrained, load_random_init, replace_head)

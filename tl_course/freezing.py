@@ -15,13 +15,12 @@ Per family (``len(stages(model))``):
 """
 from __future__ import annotations
 
-import types
-
 import torch
 from torch import nn
 
 __all__ = [
     "StagedModel",
+    "FrozenBatchNorm2d",
     "stages",
     "freeze",
     "unfreeze",
@@ -69,13 +68,65 @@ def torchvision_resnet():
 
 
 def _keep_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    # Installed on modules of frozen stages: model.train() reaches them but they stay in eval mode,
-    # so BatchNorm uses (and never updates) its running statistics and dropout stays off. Children get
-    # ``mode`` and decide for themselves: with train_bn=True a BatchNorm layer has no override and trains.
+    # The train() of every module of a frozen stage (its class is swapped to a Frozen<Name> subclass, see
+    # _frozen_class): model.train() reaches it but it stays in eval mode, so BatchNorm uses (and never
+    # updates) its running statistics and dropout stays off. Children get ``mode`` and decide for
+    # themselves: with train_bn=True a BatchNorm layer keeps its own class and trains.
     self.training = False
     for child in self.children():
         child.train(mode)
     return self
+
+
+class _Frozen:
+    """Mixin of the Frozen<Name> classes: eval mode whatever ``train()`` says, visible in ``print(model)``."""
+
+    _tl_frozen = True
+    train = _keep_eval
+
+    def extra_repr(self) -> str:
+        own = super().extra_repr()
+        return f"{own}, frozen" if own else "frozen"
+
+    def __reduce_ex__(self, protocol):
+        # Pickle (torch.save of a whole model, copy.deepcopy) as the original class plus a re-freeze, so a
+        # file never depends on a class created at run time.
+        return _new_frozen, (type(self).__mro__[2],), self.__getstate__()
+
+
+class FrozenBatchNorm2d(_Frozen, nn.BatchNorm2d):
+    """A ``BatchNorm2d`` of a frozen stage: always in eval mode, so it normalises with its ImageNet running
+    statistics and never updates them. Still an ``nn.BatchNorm2d`` (``isinstance`` holds, ``state_dict``
+    keys are unchanged); :func:`unfreeze` turns it back into a plain ``BatchNorm2d``.
+
+    >>> freeze(model, 1).bn1
+    FrozenBatchNorm2d(32, eps=0.001, momentum=0.1, affine=True, track_running_stats=True, frozen)
+    """
+
+
+_FROZEN_CLASSES: dict[type, type] = {nn.BatchNorm2d: FrozenBatchNorm2d}
+
+
+def _frozen_class(cls: type) -> type:
+    """``Frozen<Name>``, a subclass of ``cls`` that stays in eval mode (made once per class)."""
+    if issubclass(cls, _Frozen):
+        return cls
+    if cls not in _FROZEN_CLASSES:
+        _FROZEN_CLASSES[cls] = type(f"Frozen{cls.__name__}", (_Frozen, cls),
+                                    {"__module__": __name__, "__doc__": f"A frozen {cls.__name__} (eval mode)."})
+    return _FROZEN_CLASSES[cls]
+
+
+def _new_frozen(original: type) -> nn.Module:
+    # Unpickling: an empty Frozen<original>; pickle / deepcopy then restore its state with __setstate__.
+    cls = _frozen_class(original)
+    return cls.__new__(cls)
+
+
+def _thaw(module: nn.Module) -> None:
+    if isinstance(module, _Frozen):
+        module.__class__ = type(module).__mro__[2]
+    module.__dict__.pop("train", None)  # the per-instance override of tl_course <= 0.1.0
 
 
 def _set_frozen(stage: nn.Module, frozen: bool, train_bn: bool) -> None:
@@ -83,11 +134,12 @@ def _set_frozen(stage: nn.Module, frozen: bool, train_bn: bool) -> None:
         is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
         for p in module.parameters(recurse=False):
             p.requires_grad = (not frozen) or (train_bn and is_bn)
+        _thaw(module)
         if frozen and not (train_bn and is_bn):
-            module.train = types.MethodType(_keep_eval, module)
+            # A class swap, not an instance attribute: it survives torch.save / deepcopy / state_dict, shows
+            # in print(model), and unfreeze() swaps it back.
+            module.__class__ = _frozen_class(type(module))
             module.training = False
-        elif "train" in module.__dict__:
-            del module.__dict__["train"]
 
 
 def freeze(model: nn.Module, trainable_stages: int = 1, train_bn: bool = False) -> nn.Module:
@@ -112,11 +164,18 @@ def freeze(model: nn.Module, trainable_stages: int = 1, train_bn: bool = False) 
 
 
 def unfreeze(model: nn.Module) -> nn.Module:
-    """Make every parameter trainable and let every layer follow ``model.train()`` again.
+    """Undo :func:`freeze`: every parameter trainable, every module back to its own class (no ``Frozen``
+    prefix), so every layer follows ``model.train()`` again.
 
     >>> model = unfreeze(model)
     """
-    return freeze(model, trainable_stages=len(stages(model)))
+    try:
+        freeze(model, trainable_stages=len(stages(model)))
+    except TypeError:  # a model stages() cannot split: thaw it as one piece
+        _set_frozen(model, frozen=False, train_bn=False)
+    for module in model.modules():  # also modules frozen once and no longer in a stage
+        _thaw(module)
+    return model
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -140,13 +199,17 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def _output_shape(modules: list[nn.Module], image_size: int, device: torch.device) -> torch.Size:
     x = torch.zeros(1, 3, image_size, image_size, device=device)
-    was_training = [m.training for m in modules]
-    with torch.no_grad():
-        for m in modules:
-            m.eval()
-            x = m(x)
-    for m, t in zip(modules, was_training):
-        m.train(t)
+    # Every module's own flag, restored exactly: a stage wrapper made by stages() is a new nn.Sequential in
+    # train mode, and restoring through it would switch an eval-mode model's stem to train mode.
+    modes = {m: m.training for stage in modules for m in stage.modules()}
+    try:
+        with torch.no_grad():
+            for m in modules:
+                m.eval()
+                x = m(x)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
     return x.shape[1:]
 
 
@@ -165,6 +228,10 @@ def replace_top_stages(model: nn.Module, n_stages: int, num_classes: int, hidden
     all_stages = stages(model)
     if not 1 <= n_stages < len(all_stages):
         raise ValueError(f"n_stages must be between 1 and {len(all_stages) - 1}, got {n_stages}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a whole number of pixels >= 1, got {image_size!r}.")
     kept = all_stages[: len(all_stages) - n_stages]
     device = next(model.parameters()).device
     shape = _output_shape(kept, image_size, device)
@@ -211,9 +278,23 @@ def build_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 1e
                     pretrained_lr_factor: float = 0.1, decay: float = 1.0) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters only, with discriminative learning rates per stage.
 
+    Like timm and fastai, weight decay applies to weight matrices and convolution kernels only: each
+    stage's 1-D parameters (biases, BatchNorm / LayerNorm weights) go in a second group of that stage
+    with ``weight_decay=0``, because decaying a norm's scale or a bias towards zero only harms.
+    Every group carries its ``stage`` and ``lr``.
+
     >>> optimizer = build_optimizer(freeze(model, trainable_stages=1), lr=1e-3)
+    >>> [(g["stage"], g["weight_decay"]) for g in optimizer.param_groups]
+    [(9, 0.0001), (9, 0.0)]
     """
-    groups = param_groups(model, lr, pretrained_lr_factor, decay)
+    groups = []
+    for group in param_groups(model, lr, pretrained_lr_factor, decay):
+        matrices = [p for p in group["params"] if p.ndim > 1]
+        vectors = [p for p in group["params"] if p.ndim <= 1]
+        if matrices:
+            groups.append({**group, "params": matrices, "weight_decay": weight_decay})
+        if vectors:
+            groups.append({**group, "params": vectors, "weight_decay": 0.0})
     if not groups:
         raise ValueError("The model has no trainable parameters: did you freeze the new head too?")
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)

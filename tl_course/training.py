@@ -5,6 +5,7 @@ Model selection happens on the validation set; the test set, if given, is evalua
 """
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class _Batches:
         self.device, self.shuffle, self.batch_size, self.generator = device, shuffle, batch_size, generator
         if _is_tensor_pair(data):
             x, y = _tensor_pair(data)
+            if len(x) != len(y):
+                raise ValueError(f"{len(x)} feature rows but {len(y)} labels: features and labels must pair up "
+                                 "one to one (same length).")
             self.tensors = (x.to(device), y.to(device))
             self.loader = None
         else:
@@ -112,15 +116,27 @@ class _Batches:
 
 
 def _run_eval(model: nn.Module, batches: _Batches, device: torch.device, amp: bool):
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # every module's own flag, restored even on an error
     model.eval()
     logits, labels = [], []
-    with torch.inference_mode(), autocast(device, amp):
-        for x, y in batches:
-            logits.append(model(x).float())
-            labels.append(y)
-    model.train(was_training)
+    try:
+        with torch.inference_mode(), autocast(device, amp):
+            for x, y in batches:
+                logits.append(model(x).float())
+                labels.append(y)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if not logits:
+        raise ValueError("There is nothing to evaluate: the data set is empty.")
     return torch.cat(logits), torch.cat(labels)
+
+
+def _check_labels(labels: torch.Tensor, num_outputs: int, where: str) -> None:
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_outputs):
+        raise ValueError(f"The {where} labels run from {int(labels.min())} to {int(labels.max())} but the model has "
+                         f"{num_outputs} outputs: labels must be class indices 0..{num_outputs - 1} "
+                         "(give the model one output per class).")
 
 
 def predict(model: nn.Module, data, device: str | torch.device | None = None, batch_size: int = 64,
@@ -149,6 +165,7 @@ def evaluate(model: nn.Module, data, device: str | torch.device | None = None, b
     logits, labels = _run_eval(model, _Batches(data, batch_size, False, device, 0, None), device, amp)
     logits, labels = logits.cpu(), labels.cpu()
     k = num_classes or logits.shape[1]
+    _check_labels(labels, min(k, logits.shape[1]), "evaluation")
     pred = logits.argmax(1)
     confusion = torch.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
     support = confusion.sum(1)
@@ -159,28 +176,88 @@ def evaluate(model: nn.Module, data, device: str | torch.device | None = None, b
         per_class_accuracy=per_class, confusion=confusion, predictions=pred, labels=labels)
 
 
+def _length(data) -> int | None:
+    if _is_tensor_pair(data):
+        return len(_tensor_pair(data)[1])
+    try:
+        return len(data.dataset) if isinstance(data, DataLoader) else len(data)
+    except TypeError:  # an iterable dataset: its length is unknown
+        return None
+
+
+def _validate(train, val, test, epochs, batch_size) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    for name, data in (("train", train), ("val", val), ("test", test)):
+        if data is None:
+            continue
+        if _length(data) == 0:
+            raise ValueError(f"The {name} set is empty: fit needs at least one example in it.")
+        if _is_tensor_pair(data):
+            x, y = _tensor_pair(data)
+            if len(x) != len(y):
+                raise ValueError(f"The {name} set has {len(x)} feature rows but {len(y)} labels: features and "
+                                 "labels must pair up one to one.")
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise ValueError(f"The {name} features hold {bad} NaN or infinite values: recompute them "
+                                 "(a damaged cache or a broken image) before training on them.")
+
+
 def fit(model: nn.Module, train, val=None, *, test=None, epochs: int = 10, lr: float = 1e-3,
         optimizer: torch.optim.Optimizer | None = None, weight_decay: float = 1e-4,
         pretrained_lr_factor: float = 0.1, schedule: str | None = "cosine", batch_size: int = 32,
         device: str | torch.device | None = None, amp: bool = True, num_workers: int = 0, seed: int | None = 0,
-        progress: bool = True, label_smoothing: float = 0.0) -> History:
+        progress: bool = True, label_smoothing: float = 0.0, history: History | None = None) -> History:
     """Train ``model`` on ``train`` and keep the weights of the best validation epoch.
 
     ``train`` / ``val`` / ``test``: a dataset of ``(image, label)``, a DataLoader, a
     :class:`~tl_course.features.FeatureSet` or a ``(features, labels)`` pair of tensors.
-    Without ``optimizer``, AdamW over the *trainable* parameters only, the last stage at ``lr`` and
-    pretrained stages at ``lr * pretrained_lr_factor``; ``schedule="cosine"`` anneals to zero.
-    On CUDA: mixed precision (``amp``), pinned memory and non-blocking copies. ``seed`` makes a CPU run
-    repeat exactly. ``test`` is evaluated once, at the end, on the selected weights (``history.test``).
+    Without ``optimizer``, :func:`~tl_course.freezing.build_optimizer`: AdamW over the *trainable*
+    parameters only, the last stage at ``lr`` and pretrained stages at ``lr * pretrained_lr_factor``, no
+    weight decay on biases and norm weights; ``schedule="cosine"`` anneals to zero, stepped only after
+    optimizer steps that really happened (on CUDA the loss scaler skips steps with overflowing gradients).
+    On CUDA: mixed precision (``amp``), pinned memory and non-blocking copies. ``test`` is evaluated once,
+    at the end, on the selected weights (``history.test``).
+
+    ``seed`` makes a run repeat exactly (shuffling, dropout, random augmentation): fit seeds a private copy
+    of the random number generators and restores the caller's afterwards, so the code after ``fit`` draws
+    the same random numbers as if fit had not run. ``seed=None`` uses (and advances) the caller's.
+
+    Stopping: Ctrl-C (``KeyboardInterrupt``), or a loss that is NaN / infinite (``FloatingPointError``),
+    ends training; the model is left holding the best validation epoch's weights (as promised), and the
+    record so far is kept, in ``history`` if you passed one and as ``error.history`` on the re-raised error.
+    Bad arguments (an empty set, ``epochs < 0``, ``batch_size < 1``, features and labels of different
+    lengths, NaN features, labels outside ``0..K-1``) are a ``ValueError`` that says which.
 
     >>> history = fit(head, train_features, val_features, epochs=50, lr=1e-2, progress=False)
     >>> history.best_epoch, history.test
+    >>> h = History(); fit(head, train_features, val_features, history=h)   # h survives a Ctrl-C
     """
+    _validate(train, val, test, epochs, batch_size)
     device = get_device(device)
-    if seed is not None:
-        seed_everything(seed)
+    if seed is None:
+        return _fit(model, train, val, test, epochs, lr, optimizer, weight_decay, pretrained_lr_factor, schedule,
+                    batch_size, device, amp, num_workers, None, progress, label_smoothing, history)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = [torch.cuda.current_device()] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            seed_everything(seed)
+            return _fit(model, train, val, test, epochs, lr, optimizer, weight_decay, pretrained_lr_factor,
+                        schedule, batch_size, device, amp, num_workers, seed, progress, label_smoothing, history)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _fit(model, train, val, test, epochs, lr, optimizer, weight_decay, pretrained_lr_factor, schedule, batch_size,
+         device, amp, num_workers, seed, progress, label_smoothing, history) -> History:
     model.to(device)
-    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    generator = torch.Generator().manual_seed(
+        seed if seed is not None else int(torch.randint(0, 2**62, (1,))))  # not torch.seed(): that re-seeds
     train_batches = _Batches(train, batch_size, True, device, num_workers, generator)
     val_batches = _Batches(val, max(batch_size, 64), False, device, num_workers, None) if val is not None else None
     if optimizer is None:
@@ -195,41 +272,68 @@ def fit(model: nn.Module, train, val=None, *, test=None, epochs: int = 10, lr: f
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
-    history = History()
+    history = history if history is not None else History()
+    history.epochs.clear()
+    history.best_epoch, history.test = None, None
     best_key, best_state = None, None
     start = time.perf_counter()
     bar = tqdm(range(1, epochs + 1), disable=not progress, desc="epochs", unit="epoch")
-    for epoch in bar:
-        t0 = time.perf_counter()
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for x, y in train_batches:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, use_amp):
-                logits = model(x)
-                loss = loss_fn(logits.float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(y)
-        record = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
-                  "val_loss": None, "val_acc": None}
-        if val_batches is not None:
-            logits, labels = _run_eval(model, val_batches, device, amp)
-            record["val_loss"] = float(loss_fn(logits, labels))
-            record["val_acc"] = float((logits.argmax(1) == labels).float().mean())
-            key = (record["val_acc"], -record["val_loss"])
-            if best_key is None or key > best_key:
-                best_key, history.best_epoch = key, epoch
-                best_state = snapshot(model)
-        record["seconds"] = time.perf_counter() - t0
-        history.epochs.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                        val_acc="-" if record["val_acc"] is None else f"{record['val_acc']:.3f}")
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            model.train()
+            total_loss, correct, seen = 0.0, 0, 0
+            for x, y in train_batches:
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, use_amp):
+                    logits = model(x)
+                    if epoch == 1:
+                        _check_labels(y, logits.shape[1], "training")
+                    loss = loss_fn(logits.float(), y)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):  # checked before the step: the weights stay finite
+                    raise FloatingPointError(
+                        f"The training loss became {loss_value} in epoch {epoch}: check the inputs for NaN or "
+                        "infinite values, or lower the learning rate.")
+                scale = scaler.get_scale()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                # The scaler skips the optimizer step when gradients overflow (and lowers its scale): the
+                # schedule must count only the steps that happened.
+                if scheduler is not None and not (use_amp and scaler.get_scale() < scale):
+                    scheduler.step()
+                total_loss += loss_value * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(y)
+            record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+                      "val_loss": None, "val_acc": None}
+            if val_batches is not None:
+                logits, labels = _run_eval(model, val_batches, device, amp)
+                _check_labels(labels, logits.shape[1], "validation")
+                record["val_loss"] = float(loss_fn(logits, labels))
+                record["val_acc"] = float((logits.argmax(1) == labels).float().mean())
+                key = (record["val_acc"], -record["val_loss"])
+                if best_key is None or key > best_key:
+                    best_key, history.best_epoch = key, epoch
+                    best_state = snapshot(model)
+            record["seconds"] = time.perf_counter() - t0
+            history.epochs.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                            val_acc="-" if record["val_acc"] is None else f"{record['val_acc']:.3f}")
+    except (KeyboardInterrupt, FloatingPointError) as err:
+        bar.close()
+        # Keep the promise of the docstring: the model holds the best validation epoch's weights, and the
+        # record so far is not lost.
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        history.seconds = time.perf_counter() - start
+        err.history = history
+        kept = (f"the model holds the weights of the best epoch {history.best_epoch}" if best_state is not None
+                else "no validation epoch finished, so the model holds the last weights")
+        err.add_note(f"fit stopped after {len(history.epochs)} complete epoch(s); {kept}; the record so far is "
+                     "error.history (or the History you passed as history=).")
+        raise
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
