@@ -5,10 +5,11 @@
 from .data import (CLASSES, BadImageError, DataUnavailableError, ImageDataset, Samples, Splits,
                    cat_detector_splits, check_images, data_root, find_pet_images, image_folder_splits, load_rgb,
                    train_transform)
-from .features import (FeatureSet, bottom_stages, cache_dir, cached_features, extract_features,
-                       features_fingerprint, load_features, save_features, top_stages)
-from .freezing import (FrozenBatchNorm2d, StagedModel, build_optimizer, count_parameters, freeze, param_groups, replace_top_stages,
-                       stages, trainable_parameters, unfreeze)
+from .features import (FeatureSet, bottom_stages, cache_dir, cached_features, clear_cache, extract_features,
+                       features_fingerprint, load_features, preprocess_identity, prune_cache, save_features,
+                       top_stages)
+from .freezing import (FrozenBatchNorm2d, StagedModel, build_optimizer, count_parameters, freeze, param_groups,
+                       replace_top_stages, stages, trainable_parameters, unfreeze)
 from .models import (SUPPORTED_MODELS, Pretrained, WeightsUnavailableError, get_head, imagenet_categories,
                      load_pretrained, load_random_init, replace_head)
 from .profiles import PROFILES, Profile, get_device, get_profile

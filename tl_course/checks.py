@@ -76,11 +76,14 @@ def check_head(model: nn.Module, num_classes: int, image_size: int = 64) -> None
     from .models import get_head
 
     device = next(model.parameters()).device
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # each module's own flag, restored even if forward fails
     model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(2, 3, image_size, image_size, device=device))
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, image_size, image_size, device=device))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
     assert out.shape == (2, num_classes), (
         f"The model outputs {tuple(out.shape[1:])} values per image, not {num_classes}: "
         "replace the 1000-way layer instead of keeping it or stacking a new layer after it.")
@@ -97,8 +100,16 @@ def check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, h
     """After ``model.train()`` and one optimizer step: the head changed, every other weight and every
     BatchNorm running statistic is bit-identical, and the optimizer holds exactly the head's parameters.
 
+    The step is taken on a copy of ``(model, optimizer, head)``: the caller's weights, gradients, modes and
+    optimizer state are left exactly as they were.
+
     >>> check_only_head_trains(model, optimizer, model.classifier)
     """
+    import copy
+
+    # One deepcopy of the three together keeps their sharing: the copied optimizer updates the copied
+    # model's parameters, and a head that is not part of the model stays apart.
+    model, optimizer, head = copy.deepcopy((model, optimizer, head))
     head_ids = {id(p) for p in head.parameters()}
     held = optimizer_parameter_ids(optimizer)
     assert held, "The optimizer holds no parameters."

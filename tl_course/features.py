@@ -5,16 +5,31 @@ Generalised to any stage boundary (the *cut*): ``stages(model)[:cut]`` is the fr
 activations are cached, ``stages(model)[cut:]`` is the top that trains on them. ``cut = len(stages) - 1``
 (the default) caches the pooled features just before the softmax.
 
-Cache files are keyed by a fingerprint of the model class, the bottom's weights and buffers, the cut,
-the preprocessing and the exact file list (path, size, modification time): change any of them and
-the cache is recomputed. Files are written atomically (temp file + rename) and loaded without
-pickle (``torch.load(weights_only=True)``).
+The cache key covers everything a cached FeatureSet depends on: the model class and the bottom's weights
+and BatchNorm statistics, the cut, the stored dtype (``fp16``) and the arithmetic (fp16 autocast on CUDA,
+fp32 elsewhere), a *declared* identity of the preprocessing (see :func:`preprocess_identity`), the exact
+file list with each file's size and modification time (what ``make`` and ``rsync`` trust), and the labels
+and class names. Change any of them and the key changes. When only the labels or class names changed, the
+activations of an earlier file are reused (checked) instead of recomputed.
+
+Files are written atomically (temp file + rename, readable by others as the umask allows, so a class or
+a JupyterHub can share one cache folder), loaded without pickle (``torch.load(weights_only=True)``) and
+integrity-checked on load: a SHA-256 digest of the stored tensors and names is kept beside them, and a
+file whose contents do not match it is reported in one warning and recomputed, never used.
+
+Housekeeping: temp files left by a killed writer are removed once they are an hour old; after each write
+the folder is pruned to ``$TL_COURSE_CACHE_MAX_GB`` (default 5) GB, least recently used first (a cache
+hit counts as a use). :func:`prune_cache` and :func:`clear_cache` do the same by hand. A cache folder
+that cannot be written (read-only, or a file) costs the reuse only: the features are still returned,
+with one warning.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +50,17 @@ __all__ = [
     "extract_features",
     "cached_features",
     "features_fingerprint",
+    "preprocess_identity",
     "save_features",
     "load_features",
     "cache_dir",
+    "prune_cache",
+    "clear_cache",
 ]
+
+_FORMAT = "tl_course.features/2"  # bump when the key or the payload changes: old files are never hit
+_STALE_TEMP_SECONDS = 3600  # a writer that has not written for an hour is dead (temp files grow as they write)
+_DEFAULT_MAX_GB = 5.0
 
 
 @dataclass
@@ -50,6 +72,7 @@ class FeatureSet:
     files: list[str]
     cut: int
     fingerprint: str
+    classes: tuple[str, ...] = ()  #: class names, ``classes[labels[i]]`` (empty when unknown)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,26 +120,137 @@ def _tensor_digest(h: "hashlib._Hash", tensor: torch.Tensor) -> None:
     h.update(t.view(torch.uint8).numpy().tobytes())
 
 
-def features_fingerprint(model: nn.Module, files: Iterable[str | Path], preprocess: Callable,
-                         cut: int | None = None, fp16: bool = False) -> str:
-    """A hex digest that changes whenever the cached activations would: model class, the bottom's
-    weights and BatchNorm statistics, the cut, the preprocessing and the exact file list.
+# Transforms whose output is random: a cache of them would freeze one random draw forever.
+_RANDOM_NAMES = {"ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "ElasticTransform",
+                 "GaussianNoise", "ScaleJitter", "MixUp", "CutMix", "AugMixAugment", "RandAugment"}
 
-    >>> features_fingerprint(model, samples.files, preprocess)[:12]
-    '3f1c9a...'
+
+def _is_random(obj) -> bool:
+    name = type(obj).__name__
+    if name.startswith("Random") or "Random" in name or name in _RANDOM_NAMES or "Augment" in name:
+        return True
+    if name == "GaussianBlur":  # sigma drawn from [min, max] for every image unless min == max
+        sigma = getattr(obj, "sigma", (0.0, 0.0))
+        return isinstance(sigma, (list, tuple)) and len(sigma) == 2 and sigma[0] != sigma[1]
+    if name == "JPEG":  # v2.JPEG: quality drawn from a range
+        quality = getattr(obj, "quality", (0, 0))
+        return isinstance(quality, (list, tuple)) and quality[0] != quality[1]
+    return False
+
+
+class _Opaque(ValueError):
+    pass
+
+
+def _describe(obj, opaque_ok: bool) -> str:
+    """A stable text of what a transform computes: its class and its parameters, recursively."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return repr(obj)
+    if isinstance(obj, enum.Enum):
+        return f"{type(obj).__qualname__}.{obj.name}"
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return str(obj)
+    if isinstance(obj, type):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(_describe(o, opaque_ok) for o in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{_describe(k, opaque_ok)}:{_describe(v, opaque_ok)}"
+                              for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))) + "}"
+    if isinstance(obj, torch.Tensor):
+        h = hashlib.sha256()
+        _tensor_digest(h, obj)
+        return f"tensor:{h.hexdigest()[:16]}"
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if _is_random(obj):
+        raise ValueError(
+            f"preprocess contains {cls.__name__}, a random transform: cached features must be a fixed function of "
+            "each image, so cache with the deterministic eval transform (load_pretrained(...).preprocess) and "
+            "augment only when training through the network.")
+    known = cls.__module__.startswith(("torchvision.transforms", "timm.data")) and cls.__name__ != "Lambda"
+    if not known:
+        if opaque_ok:
+            return f"opaque:{name}"
+        raise _Opaque(name)
+    params = {k: v for k, v in vars(obj).items() if not k.startswith("_") and k != "training"}
+    if isinstance(obj, nn.Module):
+        params.update({f"module.{k}": v for k, v in obj._modules.items()})
+    return name + "(" + ",".join(f"{k}={_describe(v, opaque_ok)}" for k, v in sorted(params.items())) + ")"
+
+
+def preprocess_identity(preprocess: Callable, preprocess_id: str | None = None) -> str:
+    """What the cache key records about the preprocessing: a *declared* identity.
+
+    torchvision transforms (the ``ImageClassification`` preset that :func:`~tl_course.models.load_pretrained`
+    returns, deterministic ``transforms.v2`` pipelines) and timm's get one automatically: their classes and
+    parameters (sizes, interpolation, mean, std, ...). A plain function or ``v2.Lambda`` cannot be looked
+    into: give it a name with ``preprocess_id`` that you change whenever the function changes. A random
+    (augmenting) transform is refused with a ``ValueError``, with or without a name.
+
+    >>> preprocess_identity(load_pretrained().preprocess)[:45]
+    'torchvision.transforms._presets.ImageClassifi'
+    >>> preprocess_identity(my_resize, preprocess_id="my_resize v1")
+    'id:my_resize v1|...'
     """
+    if preprocess_id is not None:
+        return f"id:{preprocess_id}|{_describe(preprocess, opaque_ok=True)}"
+    try:
+        return _describe(preprocess, opaque_ok=False)
+    except _Opaque as err:
+        short = str(err).rsplit(".", 1)[-1]
+        what = "a plain function" if short in ("function", "partial", "method") else f"a {short}"
+        raise ValueError(
+            f"cached_features cannot look inside preprocess ({what}), so it could not tell when the cache goes "
+            "stale: pass preprocess_id='a name you change whenever that code changes', or use a torchvision "
+            "transform such as load_pretrained(...).preprocess.") from None
+
+
+def _compute_identity(device: torch.device) -> str:
+    # The arithmetic the activations come from: fp16 autocast on CUDA (see profiles.autocast), fp32 elsewhere.
+    return "cuda-fp16-autocast" if device.type == "cuda" else "fp32"
+
+
+def _activations_key(model: nn.Module, files: Iterable[str | Path], preprocess: Callable, cut: int | None,
+                     fp16: bool, preprocess_id: str | None, device) -> str:
+    """A digest of what the activations depend on (not the labels)."""
     all_stages, cut = _resolve_cut(model, cut)
     h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__name__}|cut={cut}|fp16={fp16}|".encode())
+    h.update(f"{_FORMAT}|{type(model).__module__}.{type(model).__name__}|cut={cut}|fp16={fp16}|"
+             f"{_compute_identity(get_device(device))}|".encode())
     for stage in all_stages[:cut]:
         for name, tensor in stage.state_dict().items():
             h.update(name.encode())
             _tensor_digest(h, tensor)
-    h.update(repr(preprocess).encode())
+    h.update(preprocess_identity(preprocess, preprocess_id).encode("utf-8", "surrogatepass"))
     for f in files:
         st = os.stat(f)
-        h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        # fsencode: a name that is not valid UTF-8 (a zip from another OS) is hashed as the bytes it is.
+        h.update(os.fsencode(os.path.abspath(f)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def _with_labels(activations: str, labels, classes) -> str:
+    h = hashlib.sha256(activations.encode())
+    h.update(f"|labels={[int(y) for y in labels] if labels is not None else None}".encode())
+    h.update(f"|classes={list(classes) if classes is not None else None}".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def features_fingerprint(model: nn.Module, files: Iterable[str | Path], preprocess: Callable,
+                         cut: int | None = None, fp16: bool = False, *, labels=None, classes=None,
+                         preprocess_id: str | None = None, device: str | torch.device | None = None) -> str:
+    """A hex digest that changes whenever the cached FeatureSet would: model class, the bottom's
+    weights and BatchNorm statistics, the cut, fp16 storage and the arithmetic of ``device``, the declared
+    preprocessing identity (:func:`preprocess_identity`), the exact file list (path, size, modification
+    time), and the labels and class names.
+
+    >>> features_fingerprint(model, samples.files, preprocess, labels=samples.labels, classes=samples.classes)[:12]
+    '3f1c9a...'
+    """
+    files = list(files)
+    return _with_labels(_activations_key(model, files, preprocess, cut, fp16, preprocess_id, device), labels,
+                        classes)
 
 
 def _as_loader(data, batch_size: int, device: torch.device, num_workers: int) -> DataLoader:
@@ -133,14 +267,18 @@ def extract_features(model: nn.Module, data: Dataset | DataLoader, cut: int | No
     ``(image, label)`` or a DataLoader), in eval mode under ``torch.inference_mode()``, batch by batch on
     ``device`` (autocast on CUDA). Returns ``(features, labels)`` as float32 CPU tensors / int64.
 
-    The model's train/eval flags are restored afterwards; the model stays on ``device``.
+    The model's train/eval flags are restored afterwards; the *whole* model moves to ``device`` and stays
+    there (never split across devices).
 
     >>> features, labels = extract_features(model, ImageDataset(splits.train, preprocess))
     """
     device = get_device(device)
     bottom = bottom_stages(model, cut)
-    modes = {m: m.training for m in bottom.modules()}
-    bottom.to(device).eval()  # eval: BatchNorm uses its running statistics, dropout is off
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+    modes = {m: m.training for m in model.modules()}
+    model.to(device)  # all of it: moving only the bottom would leave the head on another device
+    bottom.eval()  # eval: BatchNorm uses its running statistics, dropout is off
     chunks, labels = [], []
     try:
         with torch.inference_mode(), autocast(device):
@@ -157,9 +295,28 @@ def extract_features(model: nn.Module, data: Dataset | DataLoader, cut: int | No
     return torch.cat(chunks), torch.cat(labels).long()
 
 
-def save_features(fs: FeatureSet, path: str | Path) -> Path:
+def _payload_digest(features: torch.Tensor, labels: torch.Tensor, files: list[str], cut: int,
+                    fingerprint: str, classes) -> str:
+    h = hashlib.sha256()
+    _tensor_digest(h, features)
+    _tensor_digest(h, labels)
+    for f in files:
+        h.update(f.encode("utf-8", "surrogatepass") + b"\0")
+    h.update(f"|{cut}|{fingerprint}|{list(classes)}".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_features(fs: FeatureSet, path: str | Path, *, activations: str | None = None) -> Path:
     """Write ``fs`` atomically: a temp file in the same folder, then a rename. An interrupted write
-    leaves no file at ``path`` (and removes its temp file).
+    leaves no file at ``path`` (and removes its temp file). A SHA-256 digest of the contents is stored
+    with them and checked by :func:`load_features`. The file is readable by group and others as the umask
+    allows (0644 under the usual umask 022), like any file you create.
 
     >>> save_features(fs, "train.pt")
     """
@@ -168,8 +325,11 @@ def save_features(fs: FeatureSet, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        payload = {"features": fs.features, "labels": fs.labels, "files": list(fs.files), "cut": fs.cut,
-                   "fingerprint": fs.fingerprint}
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared cache must be readable by others
+        files = [str(f) for f in fs.files]
+        payload = {"format": _FORMAT, "features": fs.features, "labels": fs.labels, "files": files, "cut": fs.cut,
+                   "fingerprint": fs.fingerprint, "classes": list(fs.classes), "activations": activations or "",
+                   "digest": _payload_digest(fs.features, fs.labels, files, fs.cut, fs.fingerprint, fs.classes)}
         torch.save(payload, tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -178,49 +338,189 @@ def save_features(fs: FeatureSet, path: str | Path) -> Path:
     return path
 
 
+def _load(path: str | Path) -> tuple[FeatureSet, dict]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    fs = FeatureSet(payload["features"], payload["labels"], list(payload["files"]), int(payload["cut"]),
+                    str(payload["fingerprint"]), tuple(payload.get("classes", ())))
+    if len(fs.features) != len(fs.labels) or len(fs.labels) != len(fs.files):
+        raise ValueError("features, labels and files have different lengths")
+    if "digest" in payload:  # files of tl_course <= 0.1.0 have none (and are never cache hits)
+        if _payload_digest(fs.features, fs.labels, fs.files, fs.cut, fs.fingerprint, fs.classes) != payload["digest"]:
+            raise ValueError("its contents do not match the digest stored with them (the file is damaged)")
+    return fs, payload
+
+
 def load_features(path: str | Path) -> FeatureSet:
-    """Read a cache written by :func:`save_features` (no pickle: ``weights_only=True``).
+    """Read a cache written by :func:`save_features` (no pickle: ``weights_only=True``) and check its
+    digest: a damaged file raises ``ValueError`` instead of returning wrong numbers.
 
     >>> fs = load_features("train.pt")
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    fs = FeatureSet(payload["features"], payload["labels"], list(payload["files"]), int(payload["cut"]),
-                    str(payload["fingerprint"]))
-    if len(fs.features) != len(fs.labels) or len(fs.labels) != len(fs.files):
-        raise ValueError("features, labels and files have different lengths")
-    return fs
+    return _load(path)[0]
+
+
+def _max_cache_bytes() -> int | None:
+    raw = os.environ.get("TL_COURSE_CACHE_MAX_GB", "").strip()
+    try:
+        gb = float(raw) if raw else _DEFAULT_MAX_GB
+    except ValueError:
+        warnings.warn(f"Ignoring TL_COURSE_CACHE_MAX_GB={raw!r}: not a number of GB; using {_DEFAULT_MAX_GB}.",
+                      stacklevel=3)
+        gb = _DEFAULT_MAX_GB
+    return None if gb <= 0 else int(gb * 1e9)
+
+
+def prune_cache(max_bytes: int | None = None, directory: str | Path | None = None,
+                keep: Iterable[str | Path] = ()) -> list[Path]:
+    """Delete cached feature files, least recently used first, until the folder holds at most ``max_bytes``
+    (default ``$TL_COURSE_CACHE_MAX_GB``, 5 GB; ``<= 0`` in the variable means no cap). Files in ``keep``
+    stay. Also removes temp files of writers dead for an hour. Returns the deleted files.
+
+    >>> prune_cache(max_bytes=2 * 10**9)          # keep at most 2 GB of cached features
+    """
+    directory = Path(directory or cache_dir())
+    if max_bytes is None:
+        max_bytes = _max_cache_bytes()
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:  # temp files of killed writers (a live writer keeps its temp file's mtime fresh)
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            try:
+                if now - p.stat().st_mtime > _STALE_TEMP_SECONDS:
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                pass
+    if max_bytes is None:
+        return removed
+    keep = {Path(k).resolve() for k in keep}
+    files = []
+    for p in entries:
+        if p.suffix == ".pt" and not p.name.startswith(".") and p.is_file():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in files)
+    for _, size, p in sorted(files, key=lambda f: f[0]):
+        if total <= max_bytes:
+            break
+        if p.resolve() in keep:
+            continue
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(p)
+    return removed
+
+
+def clear_cache(directory: str | Path | None = None) -> list[Path]:
+    """Delete every cached feature file in ``directory`` (default :func:`cache_dir`).
+
+    >>> clear_cache()
+    """
+    return prune_cache(max_bytes=0, directory=directory)
+
+
+def _cache_name(model: nn.Module, cut: int, activations: str, fingerprint: str) -> str:
+    # The activations key in the name finds a file to reuse when only labels / class names changed; the
+    # fingerprint is the file's identity (the book finds a file by fingerprint[:24]).
+    return f"{type(model).__name__}-cut{cut}-{activations[:8]}-{fingerprint[:24]}.pt"
 
 
 def cached_features(model: nn.Module, samples, preprocess: Callable, cut: int | None = None,
                     fp16: bool = False, device: str | torch.device | None = None, batch_size: int = 32,
                     num_workers: int = 0, directory: str | Path | None = None,
-                    progress: bool = True) -> FeatureSet:
+                    progress: bool = True, preprocess_id: str | None = None) -> FeatureSet:
     """Activations at ``cut`` for ``samples`` (a :class:`tl_course.data.Samples`), computed once and then
-    read back from ``directory`` (default :func:`cache_dir`). ``preprocess`` must be the deterministic
-    eval transform: augmentation would make the "fixed function" random.
+    read back from ``directory`` (default :func:`cache_dir`). Labels and class names are always those of
+    ``samples``.
 
-    A cache that cannot be read (half-written by an older version, damaged) is reported in one warning
-    and recomputed. ``fp16=True`` halves the file size.
+    ``preprocess`` must be deterministic (augmentation would make the "fixed function" random, and is
+    refused). torchvision and timm transforms are recognised by their parameters; a plain function or a
+    ``v2.Lambda`` needs ``preprocess_id="<a name you change when the code changes>"``. See the module
+    docstring for the cache key, the integrity check and the housekeeping.
+
+    A cache that cannot be read or fails its integrity check is reported in one warning and recomputed.
+    A folder that cannot be written is reported in one warning; the features are returned all the same.
+    ``fp16=True`` halves the file size.
 
     >>> train = cached_features(model, splits.train, preprocess)   # slow the first time, instant after
+    >>> train = cached_features(model, splits.train, my_fn, preprocess_id="my_fn v2")
     """
     from .data import ImageDataset  # local import: data imports nothing from here
 
     all_stages, cut = _resolve_cut(model, cut)
-    fingerprint = features_fingerprint(model, samples.files, preprocess, cut, fp16)
-    path = Path(directory or cache_dir()) / f"{type(model).__name__}-cut{cut}-{fingerprint[:24]}.pt"
-    if path.exists():
+    files = [str(f) for f in samples.files]
+    labels = [int(y) for y in samples.labels]
+    classes = tuple(getattr(samples, "classes", ()) or ())
+    activations = _activations_key(model, samples.files, preprocess, cut, fp16, preprocess_id, device)
+    fingerprint = _with_labels(activations, labels, classes)
+    folder = Path(directory or cache_dir())
+    path = folder / _cache_name(model, cut, activations, fingerprint)
+    label_tensor = torch.tensor(labels, dtype=torch.long)
+
+    def result(features: torch.Tensor) -> FeatureSet:
+        return FeatureSet(features.float(), label_tensor.clone(), list(files), cut, fingerprint, classes)
+
+    def usable(candidate: Path, expect_fingerprint: str | None) -> torch.Tensor | None:
         try:
-            fs = load_features(path)
-            if fs.fingerprint != fingerprint:
+            fs, payload = _load(candidate)
+            if payload.get("format") != _FORMAT or payload.get("activations") != activations or fs.files != files:
+                raise ValueError("its key does not match")
+            if expect_fingerprint is not None and fs.fingerprint != expect_fingerprint:
                 raise ValueError("fingerprint does not match")
-            fs.features = fs.features.float()
-            return fs
-        except Exception as err:  # noqa: BLE001 - any unreadable cache is recomputed, never trusted
-            warnings.warn(f"Ignoring unreadable feature cache {path} ({err}); recomputing it.", stacklevel=2)
-    features, labels = extract_features(model, ImageDataset(samples, preprocess), cut=cut, device=device,
-                                        batch_size=batch_size, num_workers=num_workers, progress=progress)
-    stored = FeatureSet(features.half() if fp16 else features, labels, [str(f) for f in samples.files], cut,
-                        fingerprint)
-    save_features(stored, path)
-    return FeatureSet(features, labels, stored.files, cut, fingerprint)
+        except Exception as err:  # noqa: BLE001 - any unreadable or damaged cache is recomputed, never trusted
+            warnings.warn(f"Ignoring unreadable feature cache {candidate} ({err}); recomputing it.", stacklevel=3)
+            return None
+        try:
+            os.utime(candidate)  # a use, for least-recently-used pruning
+        except OSError:
+            pass
+        return fs.features
+
+    try:
+        exists = path.is_file()
+    except OSError:
+        exists = False
+    if exists:
+        features = usable(path, fingerprint)
+        if features is not None:
+            return result(features)
+    else:
+        # Same files, model, cut and preprocessing, other labels or class names: reuse those activations.
+        try:
+            siblings = sorted(folder.glob(f"{type(model).__name__}-cut{cut}-{activations[:8]}-*.pt"))
+        except OSError:
+            siblings = []
+        for sibling in siblings:
+            features = usable(sibling, None)
+            if features is not None:
+                _store(FeatureSet(features, label_tensor, files, cut, fingerprint, classes), path, activations,
+                       folder)
+                return result(features)
+
+    features, _ = extract_features(model, ImageDataset(samples, preprocess), cut=cut, device=device,
+                                   batch_size=batch_size, num_workers=num_workers, progress=progress)
+    _store(FeatureSet(features.half() if fp16 else features, label_tensor, files, cut, fingerprint, classes),
+           path, activations, folder)
+    return result(features)
+
+
+def _store(fs: FeatureSet, path: Path, activations: str, folder: Path) -> None:
+    """Save, then prune; a folder that cannot be written loses the reuse, never the features."""
+    try:
+        save_features(fs, path, activations=activations)
+    except OSError as err:
+        warnings.warn(f"Could not save the features in the cache folder {folder} ({err.strerror or err}): they are "
+                      "returned but will be computed again next time; set TL_COURSE_CACHE to a folder you can "
+                      "write to.", stacklevel=3)
+        return
+    prune_cache(directory=folder, keep=[path])
