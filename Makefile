@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make book   installs what it needs and builds the book with every chapter executed (_build/html)
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
+#   make test-fast  only the package tests (pytest -m "not slow")
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ ifeq ($(TL_COURSE_DATA),)
   endif
 endif
 
-.PHONY: install book test demo bench notebooks clean
+.PHONY: install book test test-fast demo bench notebooks clean
 
 install: $(STAMP)
 
@@ -29,6 +30,10 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The package tests only (no notebooks through nbgrader, no book build): a few minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python -m tl_course demo

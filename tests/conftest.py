@@ -13,6 +13,16 @@ DATA = Path(os.environ.get("TL_COURSE_DATA", Path(__file__).resolve().parents[2]
 PETS = DATA / "oxford-iiit-pet" / "images"
 needs_pets = pytest.mark.skipif(not PETS.is_dir(), reason=f"no Oxford-IIIT Pet photos in {PETS} (set TL_COURSE_DATA)")
 
+# Tests that run real notebooks through nbgrader or build the book take minutes: `make test-fast`
+# (pytest -m "not slow") leaves them out. Marked here so those files need not change.
+_SLOW_FILES = {"test_course.py", "test_book.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in _SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def pretrained():

@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     if args.command == "demo":
+        try:  # a bad TL_COURSE_PROFILE or device: one sentence, not a traceback (and --help never reads them)
+            get_profile(args.profile)
+            get_device(args.device)
+        except ValueError as err:
+            parser.error(str(err))
         demo(args.profile, args.device)
 
 

@@ -117,23 +117,51 @@ def format_table(rows, header=("measurement", "fast path", "reference", "ratio")
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not ks or min(ks) < 1 or max(ks) > 9:
+        raise argparse.ArgumentTypeError(f"each k must be between 1 and 9 (EfficientNet-Lite0 has 10 stages), got {text}")
+    return ks
+
+
 def main(argv: list[str] | None = None) -> None:
-    profile = get_profile()
+    # The profile only supplies defaults, read after parsing: a bad TL_COURSE_PROFILE must not break --help.
     parser = argparse.ArgumentParser(prog="python -m tl_course.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=96, help="images to time (default 96)")
-    parser.add_argument("--image-size", type=int, default=profile.image_size)
+    parser.add_argument("--images", type=_positive, default=96, help="images to time (default 96)")
+    parser.add_argument("--image-size", type=_positive, default=None, help="default: the profile's")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=profile.num_workers)
-    parser.add_argument("--head-epochs", type=int, default=50)
-    parser.add_argument("--ks", default="1,2,3,4", help="numbers of top stages to train (default 1,2,3,4)")
+    parser.add_argument("--batch-size", type=_positive, default=32)
+    parser.add_argument("--num-workers", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--head-epochs", type=_positive, default=50)
+    parser.add_argument("--ks", type=_ks, default=[1, 2, 3, 4],
+                        help="numbers of top stages to train (default 1,2,3,4)")
     args = parser.parse_args(argv)
-    device = get_device(args.device)
+    try:
+        profile = get_profile()
+        device = get_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
+    image_size = args.image_size or profile.image_size
+    num_workers = profile.num_workers if args.num_workers is None else args.num_workers
+    if num_workers < 0:
+        parser.error(f"--num-workers must be 0 or more, got {num_workers}")
     torch.manual_seed(0)
-    print(f"EfficientNet-Lite0, {args.image_size} px, {args.images} images, batch {args.batch_size}, "
-          f"device {device}, {torch.get_num_threads()} threads, {args.num_workers} loader workers")
-    rows = run(args.images, args.image_size, device, [int(k) for k in args.ks.split(",")], args.batch_size,
-               args.num_workers, args.head_epochs)
+    print(f"EfficientNet-Lite0, {image_size} px, {args.images} images, batch {args.batch_size}, "
+          f"device {device}, {torch.get_num_threads()} threads, {num_workers} loader workers")
+    rows = run(args.images, image_size, device, args.ks, args.batch_size, num_workers, args.head_epochs)
     print(format_table(rows))
 
 

@@ -138,6 +138,53 @@ def write_notebook(path: str | Path, cells: list[nbformat.NotebookNode]) -> Path
     return path
 
 
+_EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Invalid\w*)): (.+)$")
+
+
+def _source_problems(folder: Path) -> list[str]:
+    """What is wrong in an assignment's source notebooks, in words: invalid JSON, unbalanced solution
+    markers, duplicate grade ids (the usual reasons generate_assignment fails)."""
+    import json
+
+    problems = []
+    for path in sorted(folder.glob("*.ipynb")):
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+            problems.append(f"{path.name} is not valid JSON ({err})")
+            continue
+        seen: dict[str, int] = {}
+        for index, cell in enumerate(nb.get("cells", [])):
+            source = "".join(cell.get("source", []))
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            grade_id = meta.get("grade_id")
+            where = f"{path.name} cell {index}" + (f" ({grade_id})" if grade_id else "")
+            for begin, end in (("### BEGIN SOLUTION", "### END SOLUTION"),
+                               ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")):
+                if source.count(begin) != source.count(end):
+                    problems.append(f"{where} has {source.count(begin)} '{begin}' but {source.count(end)} '{end}'")
+            if grade_id:
+                if grade_id in seen:
+                    problems.append(f"{path.name} uses grade id {grade_id!r} twice (cells {seen[grade_id]} and {index})")
+                seen.setdefault(grade_id, index)
+    return problems
+
+
+def _failure_cause(result: dict, folder: Path) -> str:
+    """nbgrader hides the cause in its captured log ("see the above traceback"): bring it forward."""
+    causes = []
+    for text in (result.get("log", ""), result.get("error", "")):
+        for line in text.splitlines():
+            m = _EXCEPTION_LINE.match(line)
+            if m and "NbGraderException" not in m.group(1):
+                causes.append(f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}")
+    found = _source_problems(folder)
+    parts = found + [c for c in dict.fromkeys(causes) if c not in found]
+    if not parts:
+        return "no cause was reported; nbgrader said:\n" + (result.get("log") or result.get("error") or "")
+    return "; ".join(p.rstrip(". ") for p in parts[:3]) + "."
+
+
 def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = None) -> Path:
     """Run ``nbgrader generate_assignment`` for one chapter; the student notebook lands in
     ``release_dir`` (default ``notebooks/``). The gradebook used is a throwaway one.
@@ -164,7 +211,8 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
         api = NbGraderAPI(CourseDirectory(config=config), config=config)
         result = api.generate_assignment(assignment_id, force=True)
         if not result["success"]:
-            raise RuntimeError(f"nbgrader generate_assignment {assignment_id} failed:\n{result['error']}")
+            raise RuntimeError(f"nbgrader generate_assignment {assignment_id} failed: "
+                               f"{_failure_cause(result, root / 'solutions' / assignment_id)}")
         target = release_dir / assignment_id
         if target.exists():
             shutil.rmtree(target)

@@ -308,6 +308,10 @@ def image_folder_splits(root: PathLike, train_per_class: int | None = None, seed
     classes = _class_folders(folders["train"])
     if not classes:
         raise ValueError(f"No class folders in {folders['train']}: expected {folders['train']}/<class>/*.")
+    if len(classes) < 2:
+        # One class trains to 100 % accuracy and tells nothing: a classifier needs something to tell apart.
+        raise ValueError(f"{folders['train']} has one class folder ({classes[0]!r}): a classifier needs at least "
+                         "two classes, one folder per class.")
     has_test = folders["test"].is_dir()
     for name in ("val", "test") if has_test else ("val",):
         extra = sorted(set(_class_folders(folders[name])) - set(classes))

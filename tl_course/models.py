@@ -178,9 +178,12 @@ def load_random_init(name: str = "efficientnet_lite0", image_size: int | None = 
 
 
 def _load(name: str, pretrained: bool, image_size: int | None) -> Pretrained:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be None (the model's own, 224) or a whole number of pixels >= 1, "
+                         f"got {image_size!r}.")
     if name == "efficientnet_lite0":
         model = _load_lite0(pretrained)
-        preprocess = _lite0_preprocess(image_size or 224)
+        preprocess = _lite0_preprocess(224 if image_size is None else image_size)
         categories = imagenet_categories()
     elif name in _TORCHVISION_MODELS:
         model, preprocess, categories = _load_torchvision(name, pretrained, image_size)
@@ -223,6 +226,8 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     >>> get_head(model).out_features
     3
     """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a whole number >= 1 (one output per class), got {num_classes!r}.")
     path = _head_path(model)
     old = model.get_submodule(path)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)

@@ -69,7 +69,19 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     device(type='cpu')
     """
     if device is not None:
-        return torch.device(device)
+        try:
+            device = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"{device!r} is not a device: use 'cpu', 'cuda', 'cuda:0' or 'mps' ({err}).") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but PyTorch sees no CUDA GPU here (torch.cuda.is_available() "
+                             "is False): pass device=None to use the best device there is, or 'cpu'.")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r} but there are only {torch.cuda.device_count()} CUDA GPU(s).")
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise ValueError("device='mps' but this PyTorch has no Apple GPU available: pass device=None or 'cpu'.")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
