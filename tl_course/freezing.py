@@ -243,7 +243,14 @@ def replace_top_stages(model: nn.Module, n_stages: int, num_classes: int, hidden
         layers += [nn.Linear(width, units), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         width = units
     layers.append(nn.Linear(width, num_classes))
-    return StagedModel(*kept, nn.Sequential(*layers).to(device))
+    result = StagedModel(*kept, nn.Sequential(*layers).to(device))
+    # The new parts (stage wrappers, the new top, the StagedModel itself) take the mode of the model they come
+    # from; the model's own modules keep theirs exactly.
+    own = set(model.modules())
+    for m in result.modules():
+        if m not in own:
+            m.training = model.training
+    return result
 
 
 def param_groups(model: nn.Module, lr: float, pretrained_lr_factor: float = 0.1,

@@ -301,7 +301,7 @@ def _fit(model, train, val, test, epochs, lr, optimizer, weight_decay, pretraine
                 scaler.update()
                 # The scaler skips the optimizer step when gradients overflow (and lowers its scale): the
                 # schedule must count only the steps that happened.
-                if scheduler is not None and not (use_amp and scaler.get_scale() < scale):
+                if scheduler is not None and not scaler.get_scale() < scale:
                     scheduler.step()
                 total_loss += loss_value * len(y)
                 correct += int((logits.detach().argmax(1) == y).sum())
