@@ -147,7 +147,12 @@ def freeze(model: nn.Module, trainable_stages: int = 1, train_bn: bool = False) 
 
     Frozen parameters get ``requires_grad=False`` and every module of a frozen stage stays in eval
     mode even after ``model.train()``: BatchNorm keeps its ImageNet running statistics and dropout is
-    off. ``train_bn=True`` is fastai's alternative: BatchNorm layers in frozen stages keep training.
+    off. This is done by swapping each such module's class for a ``Frozen<Name>`` subclass (a plain
+    ``BatchNorm2d`` becomes :class:`FrozenBatchNorm2d`) whose ``train()`` keeps it in eval: ``isinstance``
+    and ``state_dict`` keys are unchanged, ``print(model)`` shows what is frozen, ``torch.save`` /
+    ``torch.load(weights_only=False)`` and ``copy.deepcopy`` keep it, and :func:`unfreeze` swaps it back.
+    Setting ``requires_grad = True`` by hand does not undo it (the modules stay in eval): call
+    :func:`unfreeze`. ``train_bn=True`` is fastai's alternative: BatchNorm layers in frozen stages keep training.
     ``trainable_stages=0`` freezes everything; ``len(stages(model))`` trains everything. Returns ``model``.
 
     >>> model = freeze(replace_head(load_pretrained().model, 3), trainable_stages=1)
