@@ -122,7 +122,7 @@ def _tensor_digest(h: "hashlib._Hash", tensor: torch.Tensor) -> None:
 
 # Transforms whose output is random: a cache of them would freeze one random draw forever.
 _RANDOM_NAMES = {"ColorJitter", "AutoAugment", "RandAugment", "TrivialAugmentWide", "AugMix", "ElasticTransform",
-                 "GaussianNoise", "ScaleJitter", "MixUp", "CutMix", "AugMixAugment", "RandAugment"}
+                 "GaussianNoise", "ScaleJitter", "MixUp", "CutMix"}
 
 
 def _is_random(obj) -> bool:
