@@ -543,3 +543,22 @@ def test_release_names_the_real_cause(breakage, match, tmp_path):
     with pytest.raises(RuntimeError, match=match) as err:
         release(name, root=tmp_path, release_dir=tmp_path / "out")
     assert "see the" not in str(err.value).lower()
+
+
+def test_check_only_head_trains_accepts_a_freeze_done_with_hooks():
+    # A student's freeze may keep BatchNorm in eval with a hook that refers to the original modules: the
+    # check must step the caller's model (and restore it), not a copy the hook does not reach.
+    model = replace_head(load_random_init("resnet18", image_size=64).model, 3)
+    head = model.fc
+    for p in model.parameters():
+        p.requires_grad = any(p is q for q in head.parameters())
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def keep_bn_in_eval(module, inputs):
+        for bn in bns:
+            bn.eval()
+
+    model.register_forward_pre_hook(keep_bn_in_eval)
+    before = snapshot(model)
+    check_only_head_trains(model, torch.optim.SGD(head.parameters(), lr=0.1), head)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -100,16 +100,36 @@ def check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, h
     """After ``model.train()`` and one optimizer step: the head changed, every other weight and every
     BatchNorm running statistic is bit-identical, and the optimizer holds exactly the head's parameters.
 
-    The step is taken on a copy of ``(model, optimizer, head)``: the caller's weights, gradients, modes and
-    optimizer state are left exactly as they were.
+    The caller's objects are left exactly as they were: every weight, buffer, gradient, train/eval flag and
+    the optimizer's state are restored afterwards (in place, not on a copy: a student's hooks may refer to
+    the original modules).
 
     >>> check_only_head_trains(model, optimizer, model.classifier)
     """
     import copy
 
-    # One deepcopy of the three together keeps their sharing: the copied optimizer updates the copied
-    # model's parameters, and a head that is not part of the model stays apart.
-    model, optimizer, head = copy.deepcopy((model, optimizer, head))
+    params = {id(p): p for p in [*model.parameters(), *head.parameters(),
+                                 *(p for g in optimizer.param_groups for p in g["params"])]}.values()
+    saved_params = [(p, p.detach().clone(), None if p.grad is None else p.grad.detach().clone()) for p in params]
+    saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    saved_modes = {m: m.training for m in [*model.modules(), *head.modules()]}
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    try:
+        _check_only_head_trains(model, optimizer, head, image_size)
+    finally:
+        with torch.no_grad():
+            for p, value, grad in saved_params:
+                p.copy_(value)
+                p.grad = grad
+            for b, value in saved_buffers:
+                b.copy_(value)
+        for m, mode in saved_modes.items():
+            m.training = mode
+        optimizer.load_state_dict(saved_optimizer)
+
+
+def _check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, head: nn.Module,
+                            image_size: int) -> None:
     head_ids = {id(p) for p in head.parameters()}
     held = optimizer_parameter_ids(optimizer)
     assert held, "The optimizer holds no parameters."
