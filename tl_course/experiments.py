@@ -360,8 +360,8 @@ def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None
                      len(h.epochs) * math.ceil(len(train[1]) / batch_size))
 
 
-def linear_probe(train, val, test=None, *, epochs: int = 60, lr: float = 1e-2, weight_decay: float = 1e-3,
-                 batch_size: int = 64, seed: int = 0, device: str | torch.device | None = None) -> RunResult:
+def linear_probe(train, val, test=None, *, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 1e-3,
+                 batch_size: int = 128, seed: int = 0, device: str | torch.device | None = None) -> RunResult:
     """A softmax (multinomial logistic regression) on pooled activations: how linearly separable the classes
     are at that cut. Features are standardised with the *training* mean and std; best validation epoch kept.
 
@@ -413,8 +413,9 @@ def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int]
 
     Per (size, seed) the head is trained once (the k = 1 cell: ``epochs_for(n_train, head_batch_size,
     head_steps, 15, head_epochs)`` epochs) and every k >= 2 starts from it, with
-    ``epochs_for(n_train, batch_size, steps, min_epochs, max_epochs)`` epochs (equal for every k of the
-    row). ``on_row`` sees each row
+    ``epochs_for(n_train, bs, steps, min_epochs, max_epochs)`` epochs (equal for every k of the
+    row), where the batch ``bs = min(batch_size, max(8, ceil(n_train / 4)))`` gives a small set at least four
+    steps per epoch. ``on_row`` sees each row
     as it is made (progress printing). The head trains with ``head_batch_size`` (cheap), the top stages with
     ``batch_size``: on a CPU a step on tiny activation maps costs about the same for 32 or 128 examples.
 
@@ -435,9 +436,11 @@ def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int]
                 else:
                     fs = feats["cut"][n - k]
                     train = first_per_class(fs["train"], size)
-                    epochs = epochs_for(len(train[1]), batch_size, steps, min_epochs, max_epochs)
+                    # Small sets: smaller batches, so that an epoch has at least 4 steps.
+                    bs = min(batch_size, max(8, math.ceil(len(train[1]) / 4)))
+                    epochs = epochs_for(len(train[1]), bs, steps, min_epochs, max_epochs)
                     run = train_top_k(model, k, head, train, fs["val"], fs["test"], epochs=epochs, lr=lr,
-                                      pretrained_lr_factor=pretrained_lr_factor, bn=bn, batch_size=batch_size,
+                                      pretrained_lr_factor=pretrained_lr_factor, bn=bn, batch_size=bs,
                                       seed=seed, device=device)
                 row = {"size": size, "k": k, "seed": seed, "val_acc": run.val_acc, "test_acc": run.test_acc,
                        "seconds": run.seconds, "epochs": run.epochs, "best_epoch": run.best_epoch,
