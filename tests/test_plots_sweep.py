@@ -29,7 +29,7 @@ def test_heatmap_shows_mean_spread_and_the_best_path():
     texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     assert texts[0, 0] == "0.70\n±0.01" and texts[1, 2] == "0.86"  # NaN spread: the mean alone
     path = [line for line in ax.lines if line.get_label() == "best by validation"][0]
-    assert list(path.get_xdata()) == [1, 2] and list(path.get_ydata()) == [0, 1]
+    assert list(path.get_xdata()) == [1, 2] and list(path.get_ydata()) == pytest.approx([0.3, 1.3])
     outlined = sorted((p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches)
     assert outlined == [(1.0, 0.0), (2.0, 1.0)]
     assert ax.get_title() == "EuroSAT"

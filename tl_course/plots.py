@@ -407,7 +407,9 @@ def plot_sweep_heatmap(mean: Any, row_labels: Sequence, col_labels: Sequence, xl
         if len(best) != len(row_labels) or not all(0 <= b < len(col_labels) for b in best):
             raise ValueError(f"best needs one column index (0..{len(col_labels) - 1}) per row, got {best}.")
         rows = np.arange(len(best))
-        ax.plot(best, rows, color="red", linewidth=2, marker="o", markersize=4, label="best by validation")
+        # The path runs through the lower part of each cell, clear of the numbers.
+        ax.plot(best, rows + 0.3, color="red", linewidth=1.5, marker="o", markersize=4, alpha=0.8,
+                label="best by validation")
         for r, c in zip(rows, best):
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False)
@@ -459,7 +461,7 @@ def plot_regimes(cells: Sequence[Sequence[str]], agree: Sequence[Sequence[bool |
     """
     if len(cells) != len(row_labels) or any(len(r) != len(col_labels) for r in cells):
         raise ValueError(f"cells must be {len(row_labels)} rows x {len(col_labels)} columns.")
-    fig = _new_figure((3.6 * len(col_labels) + 1.2, 2.3 * len(row_labels) + 0.8))
+    fig = _new_figure((3.6 * len(col_labels) + 1.2, 1.5 * len(row_labels) + 0.8))
     axes = np.asarray(fig.subplots(len(row_labels), len(col_labels), squeeze=False))
     colours = {True: "#d9f2d9", False: "#ffe0b3", None: "#eeeeee"}
     for (r, c), ax in np.ndenumerate(axes):
