@@ -26,7 +26,6 @@ pytestmark = pytest.mark.skipif(not EUROSAT.is_dir(), reason=f"no EuroSAT tiles 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster, and robust on a shared machine
     pre = load_pretrained(image_size=32)
     splits = eurosat_splits(4, 3, 3, seed=0, root=DATA, download=False)
     model = replace_head(pre.model, 10)
