@@ -164,3 +164,17 @@ def test_summarise_and_best_k_choose_on_validation_only():
 def test_html_table_is_a_real_escaped_table():
     out = html_table([("a<b", "1.0 %")], ["name", "acc"])
     assert out.startswith("<table>") and "<th" in out and "a&lt;b" in out and "|" not in out
+
+
+@pytest.mark.parametrize("name", ["ci", "cpu", "gpu"])
+def test_every_profile_sweep_fits_the_offline_data(name):
+    """Largest train + val + test per class must exist: 200 Bengal / Russian Blue photos, 1,000 tiles per class;
+    and every validation set must hold >= 100 photos (one photo <= 1 %)."""
+    from tl_course.profiles import get_profile
+
+    p = get_profile(name)
+    assert max(p.pets_sizes) + p.pets_val_per_class + p.pets_test_per_class <= 200
+    assert max(p.eurosat_sizes) + p.eurosat_val_per_class + p.eurosat_test_per_class <= 1000
+    assert 3 * p.pets_val_per_class >= 100 and 10 * p.eurosat_val_per_class >= 100
+    assert max(p.eurosat_sizes) >= 250 and all(1 <= k < 10 for k in p.sweep_ks)
+    assert name == "ci" or p.sweep_seeds >= 3
