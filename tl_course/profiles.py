@@ -39,6 +39,9 @@ class Profile:
     eurosat_image_size: int = 64  #: the tiles' native size
     sweep_ks: tuple[int, ...] = (1, 2, 3)  #: trainable stages in the sweep
     sweep_seeds: int = 1
+    #: EuroSAT tiles per class for chapter 7's runs through the *whole* network (scratch, full
+    #: fine-tune): forward and backward on every tile, so CI stops well below ``eurosat_sizes``.
+    eurosat_full_sizes: tuple[int, ...] = (10, 50)
 
 
 PROFILES: dict[str, Profile] = {
@@ -56,9 +59,10 @@ PROFILES: dict[str, Profile] = {
                    num_workers=4),
 }
 # The two-domain sweep of chapter 8: bigger and with three seeds outside CI.
-PROFILES["cpu"] = replace(PROFILES["cpu"], eurosat_sizes=(10, 50, 250, 500), sweep_ks=(1, 2, 3, 4), sweep_seeds=3)
+PROFILES["cpu"] = replace(PROFILES["cpu"], eurosat_sizes=(10, 50, 250, 500), sweep_ks=(1, 2, 3, 4), sweep_seeds=3,
+                          eurosat_full_sizes=(10, 50, 250))
 PROFILES["gpu"] = replace(PROFILES["gpu"], pets_sizes=(5, 20, 50, 116), eurosat_sizes=(10, 50, 250, 880),
-                          sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3)
+                          sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3, eurosat_full_sizes=(10, 50, 250, 880))
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
