@@ -2,8 +2,9 @@
 
 >>> from tl_course import load_pretrained, replace_head, freeze, cached_features, fit
 """
-from .data import (CLASSES, BadImageError, DataUnavailableError, ImageDataset, Samples, Splits,
-                   cat_detector_splits, check_images, data_root, find_pet_images, image_folder_splits, load_rgb,
+from .data import (CLASSES, EUROSAT_CLASSES, BadImageError, DataUnavailableError, ImageDataset, Samples, Splits,
+                   cat_detector_splits, check_images, data_root, eurosat_splits, find_eurosat_images,
+                   find_pet_images, image_folder_splits, load_rgb,
                    train_transform)
 from .features import (FeatureSet, bottom_stages, cache_dir, cached_features, clear_cache, extract_features,
                        features_fingerprint, load_features, preprocess_identity, prune_cache, save_features,

@@ -468,3 +468,95 @@ def train_transform(preprocess) -> v2.Compose:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
     ])
+
+
+# ---------------------------------------------------------------------------------------------
+# EuroSAT: a target domain far from ImageNet (satellite tiles, 64 x 64, ten land-use classes)
+# ---------------------------------------------------------------------------------------------
+#: EuroSAT RGB's ten land-use / land-cover classes, in torchvision's (sorted folder) order.
+EUROSAT_CLASSES: tuple[str, ...] = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+                                    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake")
+
+
+def find_eurosat_images(root: Path | None = None, download: bool = True) -> list[list[Path]]:
+    """Per EuroSAT class (in :data:`EUROSAT_CLASSES` order), the sorted tile paths under ``root``.
+
+    Looks for ``<root>/eurosat/2750/<Class>/*.jpg`` (``root`` defaults to :func:`data_root`), the layout
+    ``torchvision.datasets.EuroSAT(root, download=True)`` writes; if a class folder is empty or missing and
+    ``download`` is true, that call downloads the dataset there once (about 90 MB). Raises
+    :class:`DataUnavailableError`, one sentence naming ``TL_COURSE_DATA``, when the tiles are missing and
+    cannot be downloaded.
+
+    >>> [len(tiles) for tiles in find_eurosat_images()][:2]     # the offline copy: 1,000 per class
+    [1000, 1000]
+    """
+    root = Path(root).expanduser() if root is not None else data_root()
+    folder = root / "eurosat" / "2750"
+    advice = "set TL_COURSE_DATA to a folder holding eurosat/2750/<Class>/*.jpg"
+
+    def tiles() -> list[list[Path]]:
+        return [sorted((folder / name).glob("*.jpg")) for name in EUROSAT_CLASSES]
+
+    found = tiles()
+    if all(found):
+        return found
+    if not download:
+        raise DataUnavailableError(f"No EuroSAT tiles in {folder} (download=False); {advice}.")
+    try:
+        # Looked up at call time, not imported at module level, so tests can replace it.
+        torchvision.datasets.EuroSAT(str(root), download=True)
+    except (OSError, RuntimeError, EOFError) as err:  # URLError is an OSError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataUnavailableError(
+            f"No EuroSAT tiles in {folder} and the download failed ({reason}); {advice}.") from None
+    found = tiles()
+    empty = [name for name, files in zip(EUROSAT_CLASSES, found) if not files]
+    if empty:
+        raise DataUnavailableError(f"The download left no tiles for {', '.join(empty)} in {folder}; {advice}.")
+    return found
+
+
+def eurosat_splits(train_per_class: int = 50, val_per_class: int = 10, test_per_class: int = 100,
+                   seed: int = 0, root: Path | None = None, download: bool = True) -> Splits:
+    """Seeded, stratified, nested train / val / test splits of EuroSAT RGB (ten classes).
+
+    The same shape as :func:`cat_detector_splits`: per class the tiles are shuffled with
+    ``random.Random(seed)`` and taken in the order TEST, then VAL, then TRAIN, so test and val stay exactly the
+    same when only ``train_per_class`` changes, and the training set of size n is the first n of any larger
+    one (per class): a sweep over training-set sizes extracts activations once, for the largest size.
+
+    Only the chosen tiles are decoded (:func:`check_images`); an unreadable one is dropped with a warning.
+    Raises ``ValueError`` if a class has too few tiles for the requested sizes.
+
+    >>> splits = eurosat_splits(train_per_class=5, val_per_class=10, test_per_class=20)
+    >>> len(splits.train), len(splits.val), len(splits.test), splits.classes[0]
+    (50, 100, 200, 'AnnualCrop')
+    """
+    sizes = {"test_per_class": test_per_class, "val_per_class": val_per_class, "train_per_class": train_per_class}
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, got {n!r}.")
+    rng = random.Random(seed)
+    pools = []
+    for files in find_eurosat_images(root, download):
+        pool = list(files)
+        rng.shuffle(pool)
+        pools.append(pool)
+    needed = test_per_class + val_per_class + train_per_class
+    for label, pool in enumerate(pools):
+        if len(pool) < needed:
+            raise ValueError(
+                f"Only {len(pool)} {EUROSAT_CLASSES[label]} tiles are available but {needed} are needed "
+                f"(test {test_per_class} + val {val_per_class} + train {train_per_class} per class); ask for fewer.")
+    bounds = {"test": (0, test_per_class),
+              "val": (test_per_class, test_per_class + val_per_class),
+              "train": (test_per_class + val_per_class, needed)}
+    split = {}
+    for name, (start, stop) in bounds.items():
+        files = [path for pool in pools for path in pool[start:stop]]
+        labels = [label for label, pool in enumerate(pools) for _ in pool[start:stop]]
+        split[name] = check_images(Samples(files, labels, EUROSAT_CLASSES))
+    return Splits(train=split["train"], val=split["val"], test=split["test"], classes=EUROSAT_CLASSES)
+
+
+__all__ += ["EUROSAT_CLASSES", "find_eurosat_images", "eurosat_splits"]

@@ -373,3 +373,110 @@ def plot_heatmap(values: Any, row_labels: Sequence, col_labels: Sequence, xlabel
         ax.set_title(title)
     fig.colorbar(im, ax=ax)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 8: sweeps on two domains, probe curves, the size x similarity 2x2
+# ---------------------------------------------------------------------------------------------
+def plot_sweep_heatmap(mean: Any, row_labels: Sequence, col_labels: Sequence, xlabel: str, ylabel: str,
+                       title: str | None = None, spread: Any = None, best: Sequence[int] | None = None,
+                       ax: Axes | None = None, fmt: str = "{:.2f}",
+                       cmap: str | matplotlib.colors.Colormap = "viridis") -> Figure:
+    """:func:`plot_heatmap` of a sweep's mean, ``± spread`` under each number when given, and the path of
+    the chosen setting: ``best[i]`` is the column chosen in row ``i`` (say, by validation accuracy), drawn as
+    a red line through outlined cells.
+
+    >>> fig = plot_sweep_heatmap(test_mean, [10, 50, 250], [1, 2, 3], "trainable stages", "tiles per class",
+    ...                          spread=test_std, best=[1, 1, 2])
+    """
+    from matplotlib.patches import Rectangle  # local: this section is appended to the module
+
+    m = _to_numpy(mean).astype(np.float64)
+    fig = plot_heatmap(m, row_labels, col_labels, xlabel, ylabel, title=title, fmt=fmt, ax=ax, cmap=cmap)
+    ax = ax if ax is not None else fig.axes[0]
+    if spread is not None:
+        s = _to_numpy(spread).astype(np.float64)
+        if s.shape != m.shape:
+            raise ValueError(f"spread has shape {s.shape}, mean {m.shape}.")
+        for text in ax.texts:
+            col, row = (round(v) for v in text.get_position())
+            if np.isfinite(s[row, col]):
+                text.set_text(text.get_text() + "\n±" + fmt.format(s[row, col]))
+    if best is not None:
+        best = [int(b) for b in best]
+        if len(best) != len(row_labels) or not all(0 <= b < len(col_labels) for b in best):
+            raise ValueError(f"best needs one column index (0..{len(col_labels) - 1}) per row, got {best}.")
+        rows = np.arange(len(best))
+        # The path runs through the lower part of each cell, clear of the numbers.
+        ax.plot(best, rows + 0.3, color="red", linewidth=1.5, marker="o", markersize=4, alpha=0.8,
+                label="best by validation")
+        for r, c in zip(rows, best):
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_probe_curves(curves: dict, xlabel: str = "cut (stages below the probe)",
+                      ylabel: str = "test accuracy of a linear probe", title: str | None = None,
+                      chance: dict | None = None, ax: Axes | None = None) -> Figure:
+    """Accuracy of a linear probe at every cut, one line per domain: ``curves[name] = (cuts, mean)`` or
+    ``(cuts, mean, spread)`` (error bars); the best cut of each line is ringed. ``chance[name]`` draws that
+    domain's chance level as a dotted line.
+
+    >>> fig = plot_probe_curves({"pets": (cuts, pets_acc), "EuroSAT": (cuts, eurosat_acc, eurosat_std)})
+    """
+    if not curves:
+        raise ValueError("plot_probe_curves needs at least one curve.")
+    fig = ax.figure if ax is not None else _new_figure((6.5, 3.6))
+    ax = ax if ax is not None else fig.subplots()
+    for i, (name, curve) in enumerate(curves.items()):
+        cuts, acc = _to_numpy(curve[0]).astype(int), _to_numpy(curve[1]).astype(np.float64)
+        err = _to_numpy(curve[2]).astype(np.float64) if len(curve) > 2 and curve[2] is not None else None
+        if len(cuts) != len(acc) or (err is not None and len(err) != len(acc)):
+            raise ValueError(f"curve {name!r}: cuts, accuracies and spreads must have the same length.")
+        color = f"C{i}"
+        ax.errorbar(cuts, acc, yerr=err, color=color, marker="o", capsize=3, label=str(name))
+        j = int(np.nanargmax(acc))
+        ax.plot([cuts[j]], [acc[j]], marker="o", markersize=14, markerfacecolor="none", markeredgecolor=color)
+        if chance and name in chance:
+            ax.axhline(chance[name], color=color, linestyle=":", linewidth=1)
+    ax.set_xticks(sorted({int(c) for curve in curves.values() for c in _to_numpy(curve[0])}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_regimes(cells: Sequence[Sequence[str]], agree: Sequence[Sequence[bool | None]] | None = None,
+                 row_labels: Sequence[str] = ("small data", "large data"),
+                 col_labels: Sequence[str] = ("similar to ImageNet", "different from ImageNet"),
+                 title: str | None = None) -> Figure:
+    """The size x similarity 2x2 (CS231n's four regimes) as four text boxes: ``cells[row][col]`` is the text of
+    a cell (prediction and measurement); ``agree[row][col]`` colours it green (the measurement agrees with the
+    prediction), orange (it does not) or grey (``None``: not measured).
+
+    >>> fig = plot_regimes([["k=1 wins", "..."], ["...", "..."]], agree=[[True, True], [False, True]])
+    """
+    if len(cells) != len(row_labels) or any(len(r) != len(col_labels) for r in cells):
+        raise ValueError(f"cells must be {len(row_labels)} rows x {len(col_labels)} columns.")
+    fig = _new_figure((3.6 * len(col_labels) + 1.2, 1.5 * len(row_labels) + 0.8))
+    axes = np.asarray(fig.subplots(len(row_labels), len(col_labels), squeeze=False))
+    colours = {True: "#d9f2d9", False: "#ffe0b3", None: "#eeeeee"}
+    for (r, c), ax in np.ndenumerate(axes):
+        state = agree[r][c] if agree is not None else None
+        ax.set_facecolor(colours[state])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, cells[r][c], ha="center", va="center", wrap=True, fontsize=8.5, transform=ax.transAxes)
+        if r == 0:
+            ax.set_title(col_labels[c], fontsize=10)
+        if c == 0:
+            ax.set_ylabel(row_labels[r], fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+__all__ += ["plot_sweep_heatmap", "plot_probe_curves", "plot_regimes"]

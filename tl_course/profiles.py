@@ -29,6 +29,19 @@ class Profile:
     batch_size: int
     sweep_sizes: tuple[int, ...]  #: training images per class in the chapter-8 sweep
     num_workers: int
+    # Chapter 8's two-domain sweep (and the caches chapter 7 and the ch08 notebook share with it).
+    pets_sizes: tuple[int, ...] = (5, 20, 100)  #: Tigger / Misty / neither photos per class
+    pets_val_per_class: int = 34  #: 102 validation photos: one photo is under 1 %
+    pets_test_per_class: int = 50
+    eurosat_sizes: tuple[int, ...] = (10, 50, 250)  #: EuroSAT tiles per class
+    eurosat_val_per_class: int = 20  #: 200 validation tiles
+    eurosat_test_per_class: int = 100
+    eurosat_image_size: int = 64  #: the tiles' native size
+    sweep_ks: tuple[int, ...] = (1, 2, 3)  #: trainable stages in the sweep
+    sweep_seeds: int = 1
+    #: EuroSAT tiles per class for chapter 7's runs through the *whole* network (scratch, full
+    #: fine-tune): forward and backward on every tile, so CI stops well below ``eurosat_sizes``.
+    eurosat_full_sizes: tuple[int, ...] = (10, 50)
 
 
 PROFILES: dict[str, Profile] = {
@@ -45,6 +58,11 @@ PROFILES: dict[str, Profile] = {
                    head_epochs=200, finetune_epochs=15, batch_size=64, sweep_sizes=(2, 5, 20, 50, 100),
                    num_workers=4),
 }
+# The two-domain sweep of chapter 8: bigger and with three seeds outside CI.
+PROFILES["cpu"] = replace(PROFILES["cpu"], eurosat_sizes=(10, 50, 250, 500), sweep_ks=(1, 2, 3, 4), sweep_seeds=3,
+                          eurosat_full_sizes=(10, 50, 250))
+PROFILES["gpu"] = replace(PROFILES["gpu"], pets_sizes=(5, 20, 50, 116), eurosat_sizes=(10, 50, 250, 880),
+                          sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3, eurosat_full_sizes=(10, 50, 250, 880))
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
