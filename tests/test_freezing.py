@@ -175,6 +175,26 @@ def test_train_bn_keeps_batchnorm_trainable(head3):
     assert conv_keys and all(torch.equal(after[k], before[k]) for k in conv_keys)
 
 
+def test_freeze_bn_stats_keeps_statistics_while_everything_trains(head3, tmp_path):
+    from tl_course.freezing import freeze_bn_stats
+
+    freeze_bn_stats(head3).train()
+    bns = [m for m in head3.modules() if isinstance(m, BN)]
+    assert bns and not any(m.training for m in bns)
+    assert all(p.requires_grad for p in head3.parameters())  # scale and shift still train
+    assert "frozen" in repr(bns[0])
+    stats = bn_running_stats(head3)
+    before = snapshot(head3)
+    _steps(head3, build_optimizer(head3, lr=1e-2), n=1)
+    assert all(torch.equal(bn_running_stats(head3)[k], v) for k, v in stats.items())
+    assert any(not torch.equal(head3.state_dict()[k], v) for k, v in before.items() if k.endswith("bn1.weight"))
+    torch.save(head3, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False).train()
+    assert not any(m.training for m in loaded.modules() if isinstance(m, BN))
+    unfreeze(head3).train()
+    assert all(m.training for m in head3.modules() if isinstance(m, BN))
+
+
 def test_count_parameters(head3):
     freeze(head3, trainable_stages=1)
     trainable, total = count_parameters(head3)

@@ -8,8 +8,9 @@ from .data import (CLASSES, EUROSAT_CLASSES, BadImageError, DataUnavailableError
                    train_transform)
 from .features import (FeatureSet, bottom_stages, cache_dir, cached_features, clear_cache, extract_features,
                        features_fingerprint, load_features, preprocess_identity, prune_cache, save_features,
-                       top_stages)
-from .freezing import (FrozenBatchNorm2d, StagedModel, build_optimizer, count_parameters, freeze, param_groups,
+                       top_stages, warm_features)
+from .freezing import (FrozenBatchNorm2d, StagedModel, build_optimizer, count_parameters, freeze, freeze_bn_stats,
+                       param_groups,
                        replace_top_stages, stages, trainable_parameters, unfreeze)
 from .models import (SUPPORTED_MODELS, Pretrained, WeightsUnavailableError, get_head, imagenet_categories,
                      load_pretrained, load_random_init, replace_head)

@@ -27,7 +27,6 @@ import copy
 import html
 import math
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -38,8 +37,8 @@ from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
 from .data import Samples, Splits, cat_detector_splits, eurosat_splits
-from .features import (FeatureSet, cache_dir, features_fingerprint, load_features, save_features, top_stages)
-from .freezing import _keep_eval, freeze, stages
+from .features import FeatureSet, cached_features, top_stages, warm_features
+from .freezing import freeze, freeze_bn_stats, stages
 from .models import get_head, load_pretrained, replace_head
 from .profiles import Profile, autocast, get_device, get_profile
 from .training import fit, seed_everything
@@ -127,100 +126,28 @@ def sweep_cuts(model: nn.Module, ks: Iterable[int]) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # Activations at several cuts from one forward pass, in tl_course.features' cache format
 # ---------------------------------------------------------------------------------------------
-def _cache_path(model: nn.Module, cut: int, fingerprint: str, pooled: bool, directory: Path) -> Path:
-    # Full maps: exactly the name cached_features uses, so either function finds the other's files.
-    kind = "pooled-cut" if pooled else "cut"
-    return directory / f"{type(model).__name__}-{kind}{cut}-{fingerprint[:24]}.pt"
-
-
-def _read_cache(path: Path, fingerprint: str) -> FeatureSet | None:
-    if not path.exists():
-        return None
-    try:
-        fs = load_features(path)
-    except Exception:  # noqa: BLE001 - an unreadable cache is recomputed, never trusted
-        return None
-    if fs.fingerprint != fingerprint:
-        return None
-    fs.features = fs.features.float()
-    return fs
-
-
 def warm_cache(model: nn.Module, samples: Samples, preprocess: Callable, cuts: Iterable[int] = (),
                pooled_cuts: Iterable[int] = (), device: str | torch.device | None = None, batch_size: int = 64,
                num_workers: int = 0, directory: str | Path | None = None) -> float:
     """Write every missing cache file for ``samples`` in ONE forward pass; returns the seconds it took (0 if
-    everything was on disk).
-
-    ``cuts``: full activations of ``stages(model)[:cut]``, in :func:`tl_course.features.cached_features`'s
-    format and file name (a later ``cached_features(model, samples, preprocess, cut)`` reads them back).
-    ``pooled_cuts``: the same activations averaged over space, ``(N, channels)``, for linear probes.
-    Eval mode, no gradients; the model's train/eval flags are restored.
+    everything was on disk). The files are :func:`tl_course.features.cached_features`'s own (full maps at
+    ``cuts``, maps averaged over space at ``pooled_cuts``): see :func:`tl_course.features.warm_features`.
 
     >>> seconds = warm_cache(model, splits.train, preprocess, cuts=[9, 8, 7], pooled_cuts=range(1, 10))
     """
-    from .data import ImageDataset
-
-    directory = Path(directory or cache_dir())
-    all_stages = stages(model)
-    wanted = [(c, False) for c in cuts] + [(c, True) for c in pooled_cuts]
-    for c, _ in wanted:
-        if not 1 <= c < len(all_stages):
-            raise ValueError(f"cut must be between 1 and {len(all_stages) - 1} for this model, got {c}.")
-    missing = {}
-    for c, pooled in dict.fromkeys(wanted):
-        fp = features_fingerprint(model, samples.files, preprocess, c)
-        if _read_cache(_cache_path(model, c, fp, pooled, directory), fp) is None:
-            missing[c, pooled] = fp
-    if not missing:
-        return 0.0
-    start = time.perf_counter()
-    device = get_device(device)
-    deepest = max(c for c, _ in missing)
-    modes = {m: m.training for m in model.modules()}
-    model.to(device).eval()  # BatchNorm on running statistics, dropout off: a fixed function
-    chunks: dict[tuple[int, bool], list[torch.Tensor]] = {key: [] for key in missing}
-    labels = []
-    loader = torch.utils.data.DataLoader(ImageDataset(samples, preprocess), batch_size=batch_size,
-                                         num_workers=num_workers)
-    try:
-        with torch.inference_mode(), autocast(device):
-            for images, targets in loader:
-                x = images.to(device)
-                for c in range(1, deepest + 1):
-                    x = all_stages[c - 1](x)
-                    if (c, False) in chunks:
-                        chunks[c, False].append(x.float().cpu())
-                    if (c, True) in chunks:
-                        chunks[c, True].append((x.mean(dim=(2, 3)) if x.dim() == 4 else x).float().cpu())
-                labels.append(torch.as_tensor(targets))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    y = torch.cat(labels).long()
-    files = [str(f) for f in samples.files]
-    for (c, pooled), fp in missing.items():
-        fs = FeatureSet(torch.cat(chunks[c, pooled]), y, files, c, fp)
-        save_features(fs, _cache_path(model, c, fp, pooled, directory))
-    return time.perf_counter() - start
+    return warm_features(model, samples, preprocess, cuts, pooled_cuts, device=device, batch_size=batch_size,
+                         num_workers=num_workers, directory=directory)
 
 
 def cut_features(model: nn.Module, samples: Samples, preprocess: Callable, cut: int, pooled: bool = False,
                  device: str | torch.device | None = None, directory: str | Path | None = None) -> FeatureSet:
-    """Activations at ``cut`` for ``samples`` (spatially averaged if ``pooled``), from the cache, computed by
-    :func:`warm_cache` if missing.
+    """Activations at ``cut`` for ``samples`` (spatially averaged if ``pooled``), from the cache, computed if
+    missing.
 
     >>> probe_train = cut_features(model, splits.train, preprocess, cut=3, pooled=True)
     """
-    directory = Path(directory or cache_dir())
-    fp = features_fingerprint(model, samples.files, preprocess, cut)
-    path = _cache_path(model, cut, fp, pooled, directory)
-    fs = _read_cache(path, fp)
-    if fs is None:
-        warm_cache(model, samples, preprocess, **({"pooled_cuts": [cut]} if pooled else {"cuts": [cut]}),
-                   device=device, directory=directory)
-        fs = _read_cache(path, fp)
-    return fs
+    return cached_features(model, samples, preprocess, cut=cut, device=device, directory=directory,
+                           progress=False, pooled=pooled)
 
 
 def split_features(setup: Setup, cuts: Iterable[int] = (), pooled_cuts: Iterable[int] = (),
@@ -323,13 +250,6 @@ def train_head(model: nn.Module, train, val, test=None, *, epochs: int = 60, lr:
                      state)
 
 
-def _keep_bn_eval(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train = types.MethodType(_keep_eval, m)  # the freezing module's own "stay in eval" override
-            m.training = False
-
-
 def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None, *, epochs: int = 10,
                 lr: float = 1e-3, pretrained_lr_factor: float = 1.0, bn: str = "train", batch_size: int = 32,
                 seed: int = 0, device: str | torch.device | None = None) -> RunResult:
@@ -351,7 +271,7 @@ def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None
     freeze(net, trainable_stages=k)
     top = top_stages(net, n - k)
     if bn == "frozen":
-        _keep_bn_eval(top)
+        freeze_bn_stats(top)
     train = _pair(train)
     h = fit(top, train, val, test=test, epochs=epochs, lr=lr, pretrained_lr_factor=pretrained_lr_factor,
             batch_size=batch_size, seed=seed, device=device, progress=False)

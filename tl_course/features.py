@@ -49,6 +49,7 @@ __all__ = [
     "top_stages",
     "extract_features",
     "cached_features",
+    "warm_features",
     "features_fingerprint",
     "preprocess_identity",
     "save_features",
@@ -429,16 +430,91 @@ def clear_cache(directory: str | Path | None = None) -> list[Path]:
     return prune_cache(max_bytes=0, directory=directory)
 
 
-def _cache_name(model: nn.Module, cut: int, activations: str, fingerprint: str) -> str:
+def _cache_name(model: nn.Module, cut: int, activations: str, fingerprint: str, pooled: bool = False) -> str:
     # The activations key in the name finds a file to reuse when only labels / class names changed; the
     # fingerprint is the file's identity (the book finds a file by fingerprint[:24]).
-    return f"{type(model).__name__}-cut{cut}-{activations[:8]}-{fingerprint[:24]}.pt"
+    kind = "pooled-cut" if pooled else "cut"
+    return f"{type(model).__name__}-{kind}{cut}-{activations[:8]}-{fingerprint[:24]}.pt"
+
+
+@dataclass
+class _Entry:
+    """Where the activations of ``samples`` at one cut live in the cache, and what they must match."""
+
+    cut: int
+    pooled: bool
+    files: list[str]
+    labels: torch.Tensor
+    classes: tuple
+    activations: str
+    fingerprint: str
+    path: Path
+
+    def result(self, features: torch.Tensor) -> FeatureSet:
+        return FeatureSet(features.float(), self.labels.clone(), list(self.files), self.cut, self.fingerprint,
+                          self.classes)
+
+
+def _entry(model: nn.Module, samples, preprocess: Callable, cut: int | None, fp16: bool, device,
+           preprocess_id: str | None, directory, pooled: bool) -> _Entry:
+    _, cut = _resolve_cut(model, cut)
+    files = [str(f) for f in samples.files]
+    labels = [int(y) for y in samples.labels]
+    classes = tuple(getattr(samples, "classes", ()) or ())
+    activations = _activations_key(model, samples.files, preprocess, cut, fp16, preprocess_id, device)
+    if pooled:  # spatially averaged maps are other numbers: another key, another file
+        activations = hashlib.sha256(f"{activations}|pooled".encode()).hexdigest()
+    fingerprint = _with_labels(activations, labels, classes)
+    path = Path(directory or cache_dir()) / _cache_name(model, cut, activations, fingerprint, pooled)
+    return _Entry(cut, pooled, files, torch.tensor(labels, dtype=torch.long), classes, activations, fingerprint,
+                  path)
+
+
+def _usable(entry: _Entry, candidate: Path, check_fingerprint: bool) -> torch.Tensor | None:
+    try:
+        fs, payload = _load(candidate)
+        if (payload.get("format") != _FORMAT or payload.get("activations") != entry.activations
+                or fs.files != entry.files):
+            raise ValueError("its key does not match")
+        if check_fingerprint and fs.fingerprint != entry.fingerprint:
+            raise ValueError("fingerprint does not match")
+    except Exception as err:  # noqa: BLE001 - any unreadable or damaged cache is recomputed, never trusted
+        warnings.warn(f"Ignoring unreadable feature cache {candidate} ({err}); recomputing it.", stacklevel=4)
+        return None
+    try:
+        os.utime(candidate)  # a use, for least-recently-used pruning
+    except OSError:
+        pass
+    return fs.features
+
+
+def _lookup(model: nn.Module, entry: _Entry) -> torch.Tensor | None:
+    """The cached activations of ``entry``, or None (then they must be computed)."""
+    try:
+        exists = entry.path.is_file()
+    except OSError:
+        exists = False
+    if exists:
+        return _usable(entry, entry.path, check_fingerprint=True)
+    # Same files, model, cut and preprocessing, other labels or class names: reuse those activations.
+    kind = "pooled-cut" if entry.pooled else "cut"
+    try:
+        siblings = sorted(entry.path.parent.glob(f"{type(model).__name__}-{kind}{entry.cut}-{entry.activations[:8]}-*.pt"))
+    except OSError:
+        siblings = []
+    for sibling in siblings:
+        features = _usable(entry, sibling, check_fingerprint=False)
+        if features is not None:
+            _store(FeatureSet(features, entry.labels, entry.files, entry.cut, entry.fingerprint, entry.classes),
+                   entry.path, entry.activations, entry.path.parent)
+            return features
+    return None
 
 
 def cached_features(model: nn.Module, samples, preprocess: Callable, cut: int | None = None,
                     fp16: bool = False, device: str | torch.device | None = None, batch_size: int = 32,
                     num_workers: int = 0, directory: str | Path | None = None,
-                    progress: bool = True, preprocess_id: str | None = None) -> FeatureSet:
+                    progress: bool = True, preprocess_id: str | None = None, pooled: bool = False) -> FeatureSet:
     """Activations at ``cut`` for ``samples`` (a :class:`tl_course.data.Samples`), computed once and then
     read back from ``directory`` (default :func:`cache_dir`). Labels and class names are always those of
     ``samples``.
@@ -450,68 +526,86 @@ def cached_features(model: nn.Module, samples, preprocess: Callable, cut: int | 
 
     A cache that cannot be read or fails its integrity check is reported in one warning and recomputed.
     A folder that cannot be written is reported in one warning; the features are returned all the same.
-    ``fp16=True`` halves the file size.
+    ``fp16=True`` halves the file size. ``pooled=True`` stores the maps averaged over space, ``(N, channels)``:
+    what a linear probe at an early cut trains on. :func:`warm_features` fills several cuts in one pass.
 
     >>> train = cached_features(model, splits.train, preprocess)   # slow the first time, instant after
     >>> train = cached_features(model, splits.train, my_fn, preprocess_id="my_fn v2")
+    >>> probe = cached_features(model, splits.train, preprocess, cut=4, pooled=True)
     """
+    entry = _entry(model, samples, preprocess, cut, fp16, device, preprocess_id, directory, pooled)
+    features = _lookup(model, entry)
+    if features is not None:
+        return entry.result(features)
+    if pooled:
+        warm_features(model, samples, preprocess, pooled_cuts=[entry.cut], fp16=fp16, device=device,
+                      batch_size=batch_size, num_workers=num_workers, directory=directory,
+                      preprocess_id=preprocess_id)
+        features = _lookup(model, entry)
+        if features is not None:
+            return entry.result(features)
+        raise RuntimeError(f"The pooled activations at cut {entry.cut} could not be cached in {entry.path.parent}.")
     from .data import ImageDataset  # local import: data imports nothing from here
 
-    all_stages, cut = _resolve_cut(model, cut)
-    files = [str(f) for f in samples.files]
-    labels = [int(y) for y in samples.labels]
-    classes = tuple(getattr(samples, "classes", ()) or ())
-    activations = _activations_key(model, samples.files, preprocess, cut, fp16, preprocess_id, device)
-    fingerprint = _with_labels(activations, labels, classes)
-    folder = Path(directory or cache_dir())
-    path = folder / _cache_name(model, cut, activations, fingerprint)
-    label_tensor = torch.tensor(labels, dtype=torch.long)
-
-    def result(features: torch.Tensor) -> FeatureSet:
-        return FeatureSet(features.float(), label_tensor.clone(), list(files), cut, fingerprint, classes)
-
-    def usable(candidate: Path, expect_fingerprint: str | None) -> torch.Tensor | None:
-        try:
-            fs, payload = _load(candidate)
-            if payload.get("format") != _FORMAT or payload.get("activations") != activations or fs.files != files:
-                raise ValueError("its key does not match")
-            if expect_fingerprint is not None and fs.fingerprint != expect_fingerprint:
-                raise ValueError("fingerprint does not match")
-        except Exception as err:  # noqa: BLE001 - any unreadable or damaged cache is recomputed, never trusted
-            warnings.warn(f"Ignoring unreadable feature cache {candidate} ({err}); recomputing it.", stacklevel=3)
-            return None
-        try:
-            os.utime(candidate)  # a use, for least-recently-used pruning
-        except OSError:
-            pass
-        return fs.features
-
-    try:
-        exists = path.is_file()
-    except OSError:
-        exists = False
-    if exists:
-        features = usable(path, fingerprint)
-        if features is not None:
-            return result(features)
-    else:
-        # Same files, model, cut and preprocessing, other labels or class names: reuse those activations.
-        try:
-            siblings = sorted(folder.glob(f"{type(model).__name__}-cut{cut}-{activations[:8]}-*.pt"))
-        except OSError:
-            siblings = []
-        for sibling in siblings:
-            features = usable(sibling, None)
-            if features is not None:
-                _store(FeatureSet(features, label_tensor, files, cut, fingerprint, classes), path, activations,
-                       folder)
-                return result(features)
-
-    features, _ = extract_features(model, ImageDataset(samples, preprocess), cut=cut, device=device,
+    features, _ = extract_features(model, ImageDataset(samples, preprocess), cut=entry.cut, device=device,
                                    batch_size=batch_size, num_workers=num_workers, progress=progress)
-    _store(FeatureSet(features.half() if fp16 else features, label_tensor, files, cut, fingerprint, classes),
-           path, activations, folder)
-    return result(features)
+    _store(FeatureSet(features.half() if fp16 else features, entry.labels, entry.files, entry.cut,
+                      entry.fingerprint, entry.classes), entry.path, entry.activations, entry.path.parent)
+    return entry.result(features)
+
+
+def warm_features(model: nn.Module, samples, preprocess: Callable, cuts: Iterable[int] = (),
+                  pooled_cuts: Iterable[int] = (), fp16: bool = False, device: str | torch.device | None = None,
+                  batch_size: int = 64, num_workers: int = 0, directory: str | Path | None = None,
+                  preprocess_id: str | None = None) -> float:
+    """Cache the activations of ``samples`` at every cut in ``cuts`` (full maps) and ``pooled_cuts``
+    (averaged over space) in ONE forward pass, in exactly the files :func:`cached_features` reads. Returns the
+    seconds the pass took (0.0 when everything was already on disk). Eval mode, no gradients; the model's
+    train/eval flags are restored.
+
+    >>> seconds = warm_features(model, splits.train, preprocess, cuts=[9, 8, 7], pooled_cuts=range(1, 10))
+    """
+    from .data import ImageDataset
+
+    all_stages = stages(model)
+    wanted = [(c, False) for c in cuts] + [(c, True) for c in pooled_cuts]
+    for c, _ in wanted:
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c < len(all_stages):
+            raise ValueError(f"cut must be between 1 and {len(all_stages) - 1} for this model, got {c!r}.")
+    missing = {}
+    for c, pooled in dict.fromkeys(wanted):
+        entry = _entry(model, samples, preprocess, c, fp16, device, preprocess_id, directory, pooled)
+        if _lookup(model, entry) is None:
+            missing[c, pooled] = entry
+    if not missing:
+        return 0.0
+    start = time.perf_counter()
+    device = get_device(device)
+    deepest = max(c for c, _ in missing)
+    modes = {m: m.training for m in model.modules()}
+    model.to(device).eval()  # the whole model (never split across devices); BatchNorm on running statistics
+    chunks: dict[tuple[int, bool], list[torch.Tensor]] = {key: [] for key in missing}
+    loader = _as_loader(ImageDataset(samples, preprocess), batch_size, device, num_workers)
+    try:
+        with torch.inference_mode(), autocast(device):
+            for images, _ in loader:
+                x = images.to(device, non_blocking=True)
+                for c in range(1, deepest + 1):
+                    x = all_stages[c - 1](x)
+                    if (c, False) in chunks:
+                        chunks[c, False].append(x.float().cpu())
+                    if (c, True) in chunks:
+                        chunks[c, True].append((x.mean(dim=(2, 3)) if x.dim() == 4 else x).float().cpu())
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    for key, entry in missing.items():
+        if not chunks[key]:
+            raise ValueError("warm_features got no images.")
+        features = torch.cat(chunks[key])
+        _store(FeatureSet(features.half() if fp16 else features, entry.labels, entry.files, entry.cut,
+                          entry.fingerprint, entry.classes), entry.path, entry.activations, entry.path.parent)
+    return time.perf_counter() - start
 
 
 def _store(fs: FeatureSet, path: Path, activations: str, folder: Path) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "stages",
     "freeze",
     "unfreeze",
+    "freeze_bn_stats",
     "count_parameters",
     "trainable_parameters",
     "replace_top_stages",
@@ -180,6 +181,22 @@ def unfreeze(model: nn.Module) -> nn.Module:
         _set_frozen(model, frozen=False, train_bn=False)
     for module in model.modules():  # also modules frozen once and no longer in a stage
         _thaw(module)
+    return model
+
+
+def freeze_bn_stats(model: nn.Module) -> nn.Module:
+    """Keep every BatchNorm layer of ``model`` in eval mode, whatever ``model.train()`` says: it normalises
+    with its running (ImageNet) statistics and never updates them, while its scale and shift still train.
+    The "BatchNorm statistics frozen" policy of fine-tuning (Keras: call the base model with
+    ``training=False``). Same class swap as :func:`freeze`, so :func:`unfreeze` undoes it.
+
+    >>> freeze_bn_stats(model).train().bn1.training
+    False
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.__class__ = _frozen_class(type(m))
+            m.training = False
     return model
 
 
