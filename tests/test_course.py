@@ -30,6 +30,7 @@ import ast
 import builtins
 import difflib
 import importlib.util
+import symtable
 import os
 import shutil
 import sys
@@ -80,34 +81,39 @@ def student_id(mistakes: str | tuple[str, ...]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Grouping mistakes into one submission where that stays a valid proof
 # ---------------------------------------------------------------------------------------------
-def _parse(source: str) -> ast.Module | None:
+def _statements(source: str) -> list[tuple[set[str], set[str], bool, set[str]]]:
+    """Per top-level statement of a cell: (global names read, names bound, whether the bind is
+    unconditional, modules imported with ``import x``). Scoping comes from ``symtable``, so a function's
+    parameters and locals are not mistaken for notebook globals; IPython magics and shell lines are dropped."""
     text = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
     try:
-        return ast.parse(text)
+        tree = ast.parse(text)
     except SyntaxError:
-        return None
-
-
-def _names(source: str) -> tuple[set[str], set[str], set[str]]:
-    """(names read, names bound, modules imported with ``import x``) of a cell."""
-    tree = _parse(source)
-    if tree is None:
-        return set(), set(), set()
-    reads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    binds: set[str] = set()
+        return []
+    out = []
     for node in tree.body:
-        for sub in [node] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else ast.walk(node):
-            if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                binds.add(sub.name)
-            elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                binds.add(sub.id)
-            elif isinstance(sub, (ast.Import, ast.ImportFrom)):
-                binds |= {(a.asname or a.name).split(".")[0] for a in sub.names}
-    for node in ast.walk(tree):  # `global x` inside a function rebinds a notebook global
-        if isinstance(node, ast.Global):
-            binds |= set(node.names)
-    modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    return reads - set(dir(builtins)), binds, modules
+        src = ast.unparse(node)
+        table = symtable.symtable(src, "<cell>", "exec")
+        reads, binds = set(), set()
+        for sym in table.get_symbols():
+            if sym.is_referenced():
+                reads.add(sym.get_name())
+            if sym.is_assigned() or sym.is_imported():
+                binds.add(sym.get_name())
+        stack = list(table.get_children())
+        while stack:  # nested scopes: implicit globals they read, names they declare global and assign
+            t = stack.pop()
+            stack.extend(t.get_children())
+            for sym in t.get_symbols():
+                if (sym.is_global() or sym.is_free()) and sym.is_referenced():
+                    reads.add(sym.get_name())
+                if sym.is_declared_global() and sym.is_assigned():
+                    binds.add(sym.get_name())
+        unconditional = isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef,
+                                          ast.ClassDef, ast.Import, ast.ImportFrom))
+        modules = {(a.asname or a.name).split(".")[0] for a in node.names} if isinstance(node, ast.Import) else set()
+        out.append((reads - set(dir(builtins)), binds, unconditional, modules))
+    return out
 
 
 def cell_dependencies(cells: list[tuple[str, str | None, list[str]]]) -> dict[str, set[str]]:
@@ -115,33 +121,40 @@ def cell_dependencies(cells: list[tuple[str, str | None, list[str]]]) -> dict[st
 
     ``cells``: the code cells in notebook order, ``(kind, grade_id, sources)`` with kind ``"answer"``,
     ``"test"`` or ``"other"``; an answer cell lists every source it may hold (reference and mistakes).
-    Conservative data flow by name: a cell depends on the answer cells that tainted any name it reads; it
-    taints the names it binds *and* every name it reads except imported modules (calling a student function
-    on an object may change that object). Iterated to a fixed point, because a function body reads globals
-    bound later. Not covered: a student monkey-patching a module (no catalogue mistake does).
+    Conservative data flow by name, statement by statement: a statement depends on the answer cells that
+    tainted any global it reads (a function's body included); it taints the names it binds (an unconditional
+    top-level binding replaces the old taint) *and* every name it reads except imported modules, because
+    calling a student function on an object may change that object. Passes repeat until nothing changes,
+    because a function body reads globals bound later. Not covered: a student monkey-patching a module (no
+    catalogue mistake does).
     """
     parsed, modules = [], set()
     for kind, grade_id, sources in cells:
-        reads, binds = set(), set()
-        for src in sources:
-            r, b, mods = _names(src)
-            reads, binds = reads | r, binds | b
-            if kind != "answer":
-                modules |= mods
-        parsed.append((kind, grade_id, reads, binds))
-    taint: dict[str, set[str]] = {}
+        statements = [st for src in sources for st in _statements(src)]
+        if kind == "answer" and len(sources) > 1:  # several possible sources: no kill, union everything
+            statements = [(set().union(*(s[0] for s in statements)) if statements else set(),
+                           set().union(*(s[1] for s in statements)) if statements else set(), False, set())]
+        if kind != "answer":
+            modules |= set().union(*(st[3] for st in statements)) if statements else set()
+        parsed.append((kind, grade_id, statements))
+    taint: dict[str, frozenset[str]] = {}
     deps: dict[str, set[str]] = {}
     for _ in range(10):
-        before = {k: set(v) for k, v in taint.items()}
-        for kind, grade_id, reads, binds in parsed:
-            mine = set().union(*(taint.get(n, set()) for n in reads)) if reads else set()
-            if kind == "answer":
-                mine.add(grade_id)
+        before = dict(taint)
+        for kind, grade_id, statements in parsed:
+            cell_deps = {grade_id} if kind == "answer" else set()
+            for reads, binds, unconditional, _mods in statements or [(set(), set(), False, set())]:
+                mine = set(cell_deps)
+                for n in reads:
+                    mine |= taint.get(n, frozenset())
+                cell_deps |= mine
+                for n in binds:
+                    taint[n] = frozenset(mine) if unconditional else taint.get(n, frozenset()) | mine
+                if mine:
+                    for n in reads - binds - modules:
+                        taint[n] = taint.get(n, frozenset()) | mine
             if kind == "test":
-                deps[grade_id] = set(mine)
-            if mine:
-                for n in binds | (reads - modules):
-                    taint.setdefault(n, set()).update(mine)
+                deps[grade_id] = cell_deps
         if taint == before:
             break
     return deps
@@ -572,8 +585,18 @@ def test_grouping_keeps_dependent_mistakes_apart():
     must_fail = {"f_wrong": ["test_f"], "g_wrong": ["test_g"], "h_wrong": ["test_h"]}
     groups = group_mistakes(mistakes, must_fail, layout)
     assert ("f_wrong", "h_wrong") in groups and ("g_wrong",) in groups
-    # a mistake that rebinds another cell's input through `global` is kept apart too
-    sneaky = {"h_rebinds_x": {"h": "def h():\n    global x\n    x = 5\n    return 3\nh()"}, **mistakes}
+    # a mistake that rebinds another cell's input through `global` (run before that cell's test) is kept apart
+    layout = [layout[0], layout[1], layout[4], layout[2], layout[3], layout[5], layout[6]]  # h's cell before g's
+    sneaky = {"h_rebinds_x": {"h": "def h():\n    global x\n    x = 5\n    return 3\nh()"}, "g_wrong": mistakes["g_wrong"]}
     must_fail = {"h_rebinds_x": ["test_h"], **must_fail}
-    groups = group_mistakes({"g_wrong": mistakes["g_wrong"], "h_rebinds_x": sneaky["h_rebinds_x"]}, must_fail, layout)
-    assert groups == [("g_wrong",), ("h_rebinds_x",)]
+    assert group_mistakes(sneaky, must_fail, layout) == [("h_rebinds_x",), ("g_wrong",)]
+    # ... and so is one that mutates a shared object by calling a student function on it
+    layout = [("other", None, "data = [1, 2]"), ("answer", "f", "def f(v):\n    return sum(v)"),
+              ("other", None, "f(data)"), ("answer", "g", "def g(v):\n    return len(v)"),
+              ("test", "test_g", "assert g(data) == 2"), ("test", "test_f", "assert f([1]) == 1")]
+    mutating = {"f_pops": {"f": "def f(v):\n    v.pop()\n    return 1"}, "g_wrong": {"g": "def g(v):\n    return 0"}}
+    must_fail = {"f_pops": ["test_f"], "g_wrong": ["test_g"]}
+    assert group_mistakes(mutating, must_fail, layout) == [("f_pops",), ("g_wrong",)]
+    # self-contained test cells let independent mistakes share a submission
+    layout[4] = ("test", "test_g", "import math\nd = [1, 2]\nassert g(d) == 2")
+    assert group_mistakes(mutating, must_fail, layout) == [("f_pops", "g_wrong")]
