@@ -83,7 +83,7 @@ def student_id(mistakes: str | tuple[str, ...]) -> str:
 # ---------------------------------------------------------------------------------------------
 def _statements(source: str) -> list[tuple[set[str], set[str], bool, set[str]]]:
     """Per top-level statement of a cell: (global names read, names bound, whether the bind is
-    unconditional, modules imported with ``import x``). Scoping comes from ``symtable``, so a function's
+    unconditional, names bound to a module, function or class). Scoping comes from ``symtable``, so a function's
     parameters and locals are not mistaken for notebook globals; IPython magics and shell lines are dropped."""
     text = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
     try:
@@ -111,7 +111,10 @@ def _statements(source: str) -> list[tuple[set[str], set[str], bool, set[str]]]:
                     binds.add(sym.get_name())
         unconditional = isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef,
                                           ast.ClassDef, ast.Import, ast.ImportFrom))
-        modules = {(a.asname or a.name).split(".")[0] for a in node.names} if isinstance(node, ast.Import) else set()
+        # names that hold modules, functions or classes: passing an object to a function changes the object,
+        # not the function, so these are never tainted by being read
+        modules = binds if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                                             ast.ClassDef)) else set()
         out.append((reads - set(dir(builtins)), binds, unconditional, modules))
     return out
 
@@ -123,8 +126,8 @@ def cell_dependencies(cells: list[tuple[str, str | None, list[str]]]) -> dict[st
     ``"test"`` or ``"other"``; an answer cell lists every source it may hold (reference and mistakes).
     Conservative data flow by name, statement by statement: a statement depends on the answer cells that
     tainted any global it reads (a function's body included); it taints the names it binds (an unconditional
-    top-level binding replaces the old taint) *and* every name it reads except imported modules, because
-    calling a student function on an object may change that object. Passes repeat until nothing changes,
+    top-level binding replaces the old taint) *and* every name it reads except names of modules, functions
+    and classes, because calling a student function on an object may change that object. Passes repeat until nothing changes,
     because a function body reads globals bound later. Not covered: a student monkey-patching a module (no
     catalogue mistake does).
     """
@@ -133,9 +136,9 @@ def cell_dependencies(cells: list[tuple[str, str | None, list[str]]]) -> dict[st
         statements = [st for src in sources for st in _statements(src)]
         if kind == "answer" and len(sources) > 1:  # several possible sources: no kill, union everything
             statements = [(set().union(*(s[0] for s in statements)) if statements else set(),
-                           set().union(*(s[1] for s in statements)) if statements else set(), False, set())]
-        if kind != "answer":
-            modules |= set().union(*(st[3] for st in statements)) if statements else set()
+                           set().union(*(s[1] for s in statements)) if statements else set(), False,
+                           set().union(*(s[3] for s in statements)) if statements else set())]
+        modules |= set().union(*(st[3] for st in statements)) if statements else set()
         parsed.append((kind, grade_id, statements))
     taint: dict[str, frozenset[str]] = {}
     deps: dict[str, set[str]] = {}
