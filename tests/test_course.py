@@ -111,6 +111,15 @@ def _statements(source: str) -> list[tuple[set[str], set[str], bool, set[str]]]:
                     binds.add(sym.get_name())
         unconditional = isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef,
                                           ast.ClassDef, ast.Import, ast.ImportFrom))
+        if isinstance(node, ast.For):
+            # the body sees the loop target freshly bound, never its old value
+            targets = {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+            in_iter = {n.id for n in ast.walk(node.iter) if isinstance(n, ast.Name)}
+            reads = reads - (targets - in_iter)
+            if isinstance(node.iter, (ast.Tuple, ast.List)) and node.iter.elts:
+                # a loop over a non-empty literal always rebinds its target: kill those names' old taint
+                out.append((reads - set(dir(builtins)), targets, True, set()))
+                binds = binds - targets
         # names that hold modules, functions or classes: passing an object to a function changes the object,
         # not the function, so these are never tainted by being read
         modules = binds if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
