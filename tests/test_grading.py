@@ -182,6 +182,28 @@ def test_changed_and_moved():
     assert grading.changed(b, bn) == []  # the step counter alone is not a change of the network
 
 
+def test_spy_dataset_records_reads_and_the_model_mode():
+    model = nn.Linear(2, 2)
+    data = [(torch.zeros(2), 0), (torch.ones(2), 1)]
+    spy = grading.SpyDataset(data, model)
+    assert len(spy) == 2
+    model.train()
+    x, y = spy[1]
+    assert y == 1
+    model.eval()
+    spy[0]
+    assert spy.reads() == [1, 0] and spy.reads(training=True) == [1] and spy.reads(training=False) == [0]
+    # through fit: train photos are read in train mode, validation photos only in eval mode
+    from tl_course import fit
+
+    xs = torch.randn(8, 2)
+    train = grading.SpyDataset([(xs[i], i % 2) for i in range(8)], model)
+    val = grading.SpyDataset([(xs[i], i % 2) for i in range(4)], model)
+    fit(model, train, val, epochs=1, batch_size=4, progress=False)
+    assert sorted(train.reads(training=True)) == list(range(8)) and val.reads(training=True) == []
+    assert sorted(val.reads(training=False)) == list(range(4))
+
+
 def test_fail_writes_one_sentence():
     with pytest.raises(AssertionError, match=r"^The test photos were read while training: train only on train_data\.$"):
         grading.fail("The test photos were read while training.", "train only on train_data")

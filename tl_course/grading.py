@@ -37,7 +37,7 @@ from torch import nn
 
 __all__ = ["held_out_samples", "held_out_dataset", "split_sizes", "reachable_per_class", "Trace", "trace",
            "traced", "code_of", "FORBIDDEN_HEAD", "FORBIDDEN_FREEZE", "bn_modes", "bn_in_train_mode",
-           "snapshot", "changed", "moved", "fail", "check"]
+           "snapshot", "changed", "moved", "fail", "check", "SpyDataset"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +267,39 @@ def traced(fn: Callable, *args, watch: dict[str, Any] | None = None, forbidden: 
     with trace(watch=watch, forbidden=forbidden) as t:
         result = fn(*args, **kwargs)
     return result, t
+
+
+class SpyDataset(torch.utils.data.Dataset):
+    """A dataset that records every item read and whether ``model`` was in train mode at that moment.
+
+    Hand the spies to the student's training function instead of the plain datasets: validation photos
+    read while the model is in ``train()`` mode were trained on (``ConcatDataset([train, val])``), training
+    photos never read in train mode were never trained on. Works with ``fit`` and hand-written loops alike
+    (``num_workers=0``; the mode is read in the same process).
+
+    >>> train, val = SpyDataset(train_data, model), SpyDataset(val_data, model)
+    >>> history = train_head(model, train, val, device)
+    >>> val.reads(training=True)        # [] unless validation photos were trained on
+    """
+
+    def __init__(self, dataset, model: nn.Module):
+        self.dataset = dataset
+        self.model = model
+        self.log: list[tuple[int, bool]] = []
+        for name in ("samples", "classes", "transform"):  # what ImageDataset users may read
+            if hasattr(dataset, name):
+                setattr(self, name, getattr(dataset, name))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.log.append((int(index), bool(self.model.training)))
+        return self.dataset[index]
+
+    def reads(self, training: bool | None = None) -> list[int]:
+        """Indices read (in train mode only, in eval mode only, or all)."""
+        return [i for i, t in self.log if training is None or t == training]
 
 
 # ---------------------------------------------------------------------------------------------
