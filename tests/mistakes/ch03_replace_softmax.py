@@ -91,6 +91,14 @@ MISTAKES: dict[str, dict[str, str]] = {
     setattr(parent, attr, new)
     return model
 '''},
+    # "ResNet gives an error, test with the EfficientNet twice": rebinds the notebook's `resnet`, which tests
+    # that read notebook globals would then trust; works for timm's `classifier` only.
+    "rebinds_resnet_global": {"replace_head": '''resnet = copy.deepcopy(lite0)
+
+''' + _SIGNATURE + '''    old = model.classifier
+    model.classifier = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+    return model
+'''},
     # Believes the backbone is reset.
     "thinks_backbone_reset": {"q_new_head": '''def answer_new_head():
     return "a"
@@ -112,6 +120,7 @@ MUST_FAIL: dict[str, list[str]] = {
     "always_bias": ["test_head_dtype_device"],
     "returns_a_copy": ["test_rest_unchanged"],
     "thinks_backbone_reset": ["test_q_new_head"],
+    "rebinds_resnet_global": ["test_head_shape", "test_head_replaced"],
 }
 
 KIND: dict[str, str] = {
@@ -129,6 +138,7 @@ KIND: dict[str, str] = {
     "always_bias": "narrow",
     "returns_a_copy": "narrow",
     "thinks_backbone_reset": "how",
+    "rebinds_resnet_global": "leak",
 }
 
 # Correct, in another style: walk the module tree by hand instead of get_submodule; a loop count.
