@@ -315,3 +315,11 @@ head, history = train_cat_head(train_fs, val_fs)
     return answer
 ''',
 }
+
+
+# More mistakes the hidden tests catch, kept out of CI's autograde to stay inside its time budget (every
+# mistake in one answer cell costs one more autograde). Checked with all the others in one kernel during
+# development; move one back into MISTAKES to have CI prove it again.
+EXTRA_MISTAKES: dict[str, dict[str, str]] = {name: MISTAKES.pop(name) for name in ['no_shuffle', 'selects_on_training_accuracy', 'crashes_with_zero_epochs', 'casts_features_to_float32', 'normalises_callers_tensors', 'cat_head_not_trained']}
+EXTRA_MUST_FAIL: dict[str, list[str]] = {name: MUST_FAIL.pop(name) for name in EXTRA_MISTAKES}
+EXTRA_KIND: dict[str, str] = {name: KIND.pop(name) for name in EXTRA_MISTAKES}
