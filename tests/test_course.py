@@ -6,19 +6,31 @@ directory with a real SQLite gradebook and the repository's ``nbgrader_config.py
 - the instructor solution executes and every test cell passes (``nbgrader.validator.Validator``; the
   ``nbgrader validate`` command exits 0 even when tests fail, so it is not used);
 - ``generate_assignment`` reproduces the committed student notebook ``notebooks/<id>/`` byte for byte;
-- autograde: the reference solution scores 100 %, the untouched student notebook 0, and every known
-  mistake in ``tests/mistakes/<id>.py`` loses points in the test cells it names;
+- autograde: the reference solution scores 100 %, the untouched student notebook 0, every known
+  mistake in ``tests/mistakes/<id>.py`` loses points in the test cells it names, and the correct answer in
+  another style (``ALTERNATIVE``) scores 100 %; every assignment is worth 10 points and has at least
+  ``MIN_MISTAKES`` mistakes, each of a known kind (``KINDS``);
 - ``generate_feedback`` writes an HTML report with the score; every graded test cell of the reference
   run is silent on stderr (nbgrader scores such a cell 0) and finishes within nbgrader's 30 s default;
 - the student notebook opens with the Colab badge and the install-in-Colab setup cell.
 
 All submissions of an assignment are autograded once, in a session fixture; the tests only read the
 gradebook. Timings per assignment are printed (``pytest -s``) and visible with ``--durations``.
+
+Speed: one autograde costs a kernel start, the torch import, the model load and the whole notebook, so
+mistakes are *grouped* into one submission where that stays a valid proof (:func:`group_mistakes`): two
+mistakes share a submission only if they change different answer cells and neither's answer cells can
+reach the test cells the other must fail, by a conservative name-level data flow over the notebook
+(:func:`cell_dependencies`). Each mistake is then still proven by a failing cell only it can cause.
+``TL_COURSE_GROUP_MISTAKES=0`` grades every mistake alone (slow; for checking the grouping itself).
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import difflib
 import importlib.util
+import symtable
 import os
 import shutil
 import sys
@@ -26,6 +38,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -36,24 +49,166 @@ ASSIGNMENTS = assignments()
 MISTAKES_DIR = Path(__file__).resolve().parent / "mistakes"
 TEST_CELL_SECONDS = 30  # nbgrader's default per-cell timeout: what a course with default settings would allow
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+KINDS = {"leak": "graded on data the student could see or train on (test/val photos, rebindable globals)",
+         "how": "right-looking result obtained the wrong way (data used, LRs, BN modes, weights moved/kept)",
+         "forbidden": "a library shortcut where the text says 'write it yourself'",
+         "narrow": "works only on the narrow input (order, sizes, model family, dtype/device, side effects)"}
+MIN_MISTAKES = 8
+POINTS_PER_ASSIGNMENT = 10
 
 
 # ---------------------------------------------------------------------------------------------
 # Known mistakes
 # ---------------------------------------------------------------------------------------------
-def load_mistakes(assignment_id: str) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]] | None:
-    """``(MISTAKES, MUST_FAIL)`` of ``tests/mistakes/<id>.py``, or None if the file does not exist."""
+def load_mistakes(assignment_id: str) -> SimpleNamespace | None:
+    """``tests/mistakes/<id>.py`` as a namespace: ``MISTAKES``, ``MUST_FAIL``, ``KIND`` and ``ALTERNATIVE``
+    (the last two default to empty), or None if the file does not exist."""
     path = MISTAKES_DIR / f"{assignment_id}.py"
     if not path.exists():
         return None
     spec = importlib.util.spec_from_file_location(f"_course_mistakes_{assignment_id}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.MISTAKES, module.MUST_FAIL
+    return SimpleNamespace(MISTAKES=module.MISTAKES, MUST_FAIL=module.MUST_FAIL,
+                           KIND=getattr(module, "KIND", {}), ALTERNATIVE=getattr(module, "ALTERNATIVE", {}))
 
 
-def student_id(mistake: str) -> str:
-    return f"mistake-{mistake}"
+def student_id(mistakes: str | tuple[str, ...]) -> str:
+    names = (mistakes,) if isinstance(mistakes, str) else mistakes
+    return "mistake-" + "+".join(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping mistakes into one submission where that stays a valid proof
+# ---------------------------------------------------------------------------------------------
+def _statements(source: str) -> list[tuple[set[str], set[str], bool, set[str]]]:
+    """Per top-level statement of a cell: (global names read, names bound, whether the bind is
+    unconditional, names bound to a module, function or class). Scoping comes from ``symtable``, so a function's
+    parameters and locals are not mistaken for notebook globals; IPython magics and shell lines are dropped."""
+    text = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return []
+    out = []
+    for node in tree.body:
+        src = ast.unparse(node)
+        table = symtable.symtable(src, "<cell>", "exec")
+        reads, binds = set(), set()
+        for sym in table.get_symbols():
+            if sym.is_referenced():
+                reads.add(sym.get_name())
+            if sym.is_assigned() or sym.is_imported():
+                binds.add(sym.get_name())
+        stack = list(table.get_children())
+        while stack:  # nested scopes: implicit globals they read, names they declare global and assign
+            t = stack.pop()
+            stack.extend(t.get_children())
+            for sym in t.get_symbols():
+                if (sym.is_global() or sym.is_free()) and sym.is_referenced():
+                    reads.add(sym.get_name())
+                if sym.is_declared_global() and sym.is_assigned():
+                    binds.add(sym.get_name())
+        unconditional = isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef,
+                                          ast.ClassDef, ast.Import, ast.ImportFrom))
+        if isinstance(node, ast.For):
+            # the body sees the loop target freshly bound, never its old value
+            targets = {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+            in_iter = {n.id for n in ast.walk(node.iter) if isinstance(n, ast.Name)}
+            reads = reads - (targets - in_iter)
+            if isinstance(node.iter, (ast.Tuple, ast.List)) and node.iter.elts:
+                # a loop over a non-empty literal always rebinds its target: kill those names' old taint
+                out.append((reads - set(dir(builtins)), targets, True, set()))
+                binds = binds - targets
+        # names that hold modules, functions or classes: passing an object to a function changes the object,
+        # not the function, so these are never tainted by being read
+        modules = binds if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                                             ast.ClassDef)) else set()
+        out.append((reads - set(dir(builtins)), binds, unconditional, modules))
+    return out
+
+
+def cell_dependencies(cells: list[tuple[str, str | None, list[str]]]) -> dict[str, set[str]]:
+    """For every graded test cell, the answer cells whose code can influence it.
+
+    ``cells``: the code cells in notebook order, ``(kind, grade_id, sources)`` with kind ``"answer"``,
+    ``"test"`` or ``"other"``; an answer cell lists every source it may hold (reference and mistakes).
+    Conservative data flow by name, statement by statement: a statement depends on the answer cells that
+    tainted any global it reads (a function's body included); it taints the names it binds (an unconditional
+    top-level binding replaces the old taint) *and* every name it reads except names of modules, functions
+    and classes, because calling a student function on an object may change that object. Passes repeat until nothing changes,
+    because a function body reads globals bound later. Not covered: a student monkey-patching a module (no
+    catalogue mistake does).
+    """
+    parsed, modules = [], set()
+    for kind, grade_id, sources in cells:
+        statements = [st for src in sources for st in _statements(src)]
+        if kind == "answer" and len(sources) > 1:  # several possible sources: no kill, union everything
+            statements = [(set().union(*(s[0] for s in statements)) if statements else set(),
+                           set().union(*(s[1] for s in statements)) if statements else set(), False,
+                           set().union(*(s[3] for s in statements)) if statements else set())]
+        modules |= set().union(*(st[3] for st in statements)) if statements else set()
+        parsed.append((kind, grade_id, statements))
+    taint: dict[str, frozenset[str]] = {}
+    deps: dict[str, set[str]] = {}
+    for _ in range(10):
+        before = dict(taint)
+        for kind, grade_id, statements in parsed:
+            cell_deps = {grade_id} if kind == "answer" else set()
+            for reads, binds, unconditional, _mods in statements or [(set(), set(), False, set())]:
+                mine = set(cell_deps)
+                for n in reads:
+                    mine |= taint.get(n, frozenset())
+                cell_deps |= mine
+                for n in binds:
+                    taint[n] = frozenset(mine) if unconditional else taint.get(n, frozenset()) | mine
+                if mine:
+                    for n in reads - binds - modules:
+                        taint[n] = taint.get(n, frozenset()) | mine
+            if kind == "test":
+                deps[grade_id] = cell_deps
+        if taint == before:
+            break
+    return deps
+
+
+def group_mistakes(mistakes: dict[str, dict[str, str]], must_fail: dict[str, list[str]],
+                   layout: list[tuple[str, str | None, str]]) -> list[tuple[str, ...]]:
+    """Mistakes packed into submissions (greedy, in catalogue order) such that, within one submission, the
+    mistakes change disjoint answer cells and no mistake's answer cells reach a test cell another must fail.
+
+    ``layout``: ``(kind, grade_id, reference source)`` of every code cell, in order (see
+    :func:`cell_dependencies`).
+    """
+    groups: list[list[str]] = []
+    for name in mistakes:
+        for group in groups:
+            members = group + [name]
+            used = [set(mistakes[m]) for m in members]
+            if sum(map(len, used)) != len(set().union(*used)):
+                continue
+            cells = [(kind, gid, [src] + [mistakes[m][gid] for m in members if kind == "answer" and gid in mistakes[m]])
+                     for kind, gid, src in layout]
+            deps = cell_dependencies(cells)
+            if all(not (set(mistakes[a]) & deps.get(t, set()))
+                   for a in members for b in members if a != b for t in must_fail[b]):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return [tuple(g) for g in groups]
+
+
+def notebook_layout(source: Path) -> list[tuple[str, str | None, str]]:
+    """``(kind, grade_id, source)`` of every code cell of an instructor notebook (markers stripped)."""
+    out = []
+    for cell in nbformat.read(source, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        meta = nbgrader_meta(cell)
+        kind = "answer" if meta.get("solution") else "test" if meta.get("grade") else "other"
+        out.append((kind, meta.get("grade_id"), strip_solution_markers(cell.source)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,22 +352,36 @@ class Graded:
     score: dict[str, float]
     max_score: dict[str, float]
     cells: dict[str, dict[str, tuple[float, float]]]  #: student -> grade_id -> (score, max_score)
+    student_of: dict[str, str] = field(default_factory=dict)  #: mistake -> the student (submission) holding it
+
+
+def group_enabled() -> bool:
+    return os.environ.get("TL_COURSE_GROUP_MISTAKES", "1").strip() not in ("0", "false", "no")
 
 
 @pytest.fixture(scope="session")
 def graded(course) -> Graded:
-    """Autograde reference, blank and every known mistake of the assignment; read the gradebook."""
+    """Autograde reference, blank, the alternative answer and the known mistakes (grouped where valid)."""
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
     loaded = load_mistakes(course.assignment_id)
-    mistakes = loaded[0] if loaded else {}
+    mistakes = loaded.MISTAKES if loaded else {}
     submissions = {
         "reference": nbformat.read(course.source, as_version=4),
         "blank": nbformat.read(course.released, as_version=4),
     }
-    for name, replacements in mistakes.items():
-        submissions[student_id(name)] = filled_submission(course.released, course.source, replacements)
+    if loaded and loaded.ALTERNATIVE:
+        submissions["alternative"] = filled_submission(course.released, course.source, loaded.ALTERNATIVE)
+    if group_enabled():
+        groups = group_mistakes(mistakes, loaded.MUST_FAIL, notebook_layout(course.source)) if mistakes else []
+    else:
+        groups = [(name,) for name in mistakes]
+    student_of = {}
+    for group in groups:
+        replacements = {gid: src for name in group for gid, src in mistakes[name].items()}
+        submissions[student_id(group)] = filled_submission(course.released, course.source, replacements)
+        student_of.update({name: student_id(group) for name in group})
 
     with Gradebook(course.db_url) as gb:
         for student in submissions:
@@ -238,8 +407,11 @@ def graded(course) -> Graded:
             cells[student] = {grade.name: (grade.score, grade.max_score)
                               for notebook in submission.notebooks for grade in notebook.grades}
     summary = ", ".join(f"{s} {score[s]:g}/{max_score[s]:g}" for s in score)
+    autogrades = [v for k, v in course.seconds.items() if k.startswith("autograde")]
     print(f"\n[{course.assignment_id}] scores: {summary}")
-    return Graded(course, results, score, max_score, cells)
+    print(f"[{course.assignment_id}] {len(mistakes)} mistakes in {len(groups)} submissions; "
+          f"{len(autogrades)} autogrades, {sum(autogrades):.1f} s")
+    return Graded(course, results, score, max_score, cells, student_of)
 
 
 def by_assignment():
@@ -339,18 +511,53 @@ def test_feedback_shows_the_score(graded):
 @by_assignment()
 def test_assignment_has_known_mistakes(course):
     loaded = load_mistakes(course.assignment_id)
-    assert loaded, f"tests/mistakes/{course.assignment_id}.py is missing (MISTAKES, MUST_FAIL; see tests/mistakes/__init__.py)."
-    mistakes, must_fail = loaded
+    assert loaded, (f"tests/mistakes/{course.assignment_id}.py is missing (MISTAKES, MUST_FAIL, KIND, ALTERNATIVE; "
+                    "see tests/mistakes/__init__.py).")
+    mistakes, must_fail = loaded.MISTAKES, loaded.MUST_FAIL
     nb = nbformat.read(course.source, as_version=4)
     answer_cells = {nbgrader_meta(c)["grade_id"] for c in nb.cells if nbgrader_meta(c).get("solution")}
     test_cells = {nbgrader_meta(c)["grade_id"] for c in nb.cells
                   if nbgrader_meta(c).get("grade") and not nbgrader_meta(c).get("solution")}
     assert mistakes and set(mistakes) == set(must_fail), "MISTAKES and MUST_FAIL must name the same mistakes."
+    assert len(mistakes) >= MIN_MISTAKES, f"{len(mistakes)} mistakes in the catalogue; at least {MIN_MISTAKES} are needed."
+    assert set(loaded.KIND) == set(mistakes), (
+        f"KIND must give every mistake a kind; missing {sorted(set(mistakes) - set(loaded.KIND))}, "
+        f"unknown {sorted(set(loaded.KIND) - set(mistakes))}.")
+    bad = {m: k for m, k in loaded.KIND.items() if k not in KINDS}
+    assert not bad, f"Unknown kinds {bad}: use one of {sorted(KINDS)}."
     for name, replacements in mistakes.items():
         assert replacements and set(replacements) <= answer_cells, f"{name}: unknown answer cells {set(replacements) - answer_cells}."
         assert must_fail[name] and set(must_fail[name]) <= test_cells, f"{name}: unknown test cells {set(must_fail[name]) - test_cells}."
         for source in replacements.values():
             assert not any(m in source for m in SOLUTION_MARKERS), f"{name}: leave out the BEGIN/END SOLUTION markers."
+    assert loaded.ALTERNATIVE and set(loaded.ALTERNATIVE) <= answer_cells, (
+        f"ALTERNATIVE must hold a correct answer in another style for at least one answer cell of {sorted(answer_cells)}.")
+    reference = {nbgrader_meta(c)["grade_id"]: strip_solution_markers(c.source) for c in nb.cells
+                 if nbgrader_meta(c).get("solution")}
+    same = [g for g, src in loaded.ALTERNATIVE.items() if src.strip() == reference[g].strip()]
+    assert not same, f"ALTERNATIVE repeats the reference in {same}: write it in another style."
+
+
+@by_assignment()
+def test_assignment_is_worth_ten_points(course):
+    nb = nbformat.read(course.source, as_version=4)
+    points = {nbgrader_meta(c)["grade_id"]: nbgrader_meta(c).get("points", 0) for c in nb.cells
+              if nbgrader_meta(c).get("grade")}
+    assert sum(points.values()) == POINTS_PER_ASSIGNMENT, (
+        f"{course.assignment_id} is worth {sum(points.values())} points, not {POINTS_PER_ASSIGNMENT}: {points}.")
+
+
+@by_assignment()
+def test_alternative_answer_scores_full_marks(graded):
+    if "alternative" not in graded.results:
+        pytest.skip(f"no ALTERNATIVE in tests/mistakes/{graded.course.assignment_id}.py "
+                    "(test_assignment_has_known_mistakes fails)")
+    result = graded.results["alternative"]
+    assert result["success"], f"autograde of the alternative answer failed:\n{result.get('error')}"
+    lost = {k: v for k, v in graded.cells["alternative"].items() if v[0] < v[1]}
+    assert not lost and graded.score["alternative"] == graded.max_score["alternative"], (
+        f"A correct answer in another style scores {graded.score['alternative']:g}/{graded.max_score['alternative']:g}; "
+        f"cells losing points: {lost}")
 
 
 @by_assignment()
@@ -358,10 +565,9 @@ def test_known_mistakes_lose_points(graded):
     loaded = load_mistakes(graded.course.assignment_id)
     if not loaded:
         pytest.skip(f"no tests/mistakes/{graded.course.assignment_id}.py (test_assignment_has_known_mistakes fails)")
-    mistakes, must_fail = loaded
     problems = []
-    for mistake in mistakes:
-        student = student_id(mistake)
+    for mistake in loaded.MISTAKES:
+        student = graded.student_of[mistake]
         result = graded.results[student]
         if not result["success"]:
             problems.append(f"{mistake}: autograde crashed:\n{result.get('error')}")
@@ -369,7 +575,40 @@ def test_known_mistakes_lose_points(graded):
         cells = graded.cells[student]
         if graded.score[student] >= graded.max_score[student]:
             problems.append(f"{mistake}: scores full marks {graded.score[student]:g}/{graded.max_score[student]:g}")
-        survived = [g for g in must_fail.get(mistake, []) if cells[g][0] >= cells[g][1]]
+        survived = [g for g in loaded.MUST_FAIL.get(mistake, []) if cells[g][0] >= cells[g][1]]
         if survived:
-            problems.append(f"{mistake}: keeps full points in {survived} (cells: {cells})")
+            problems.append(f"{mistake}: keeps full points in {survived} (submission {student}; cells: {cells})")
     assert not problems, f"{len(problems)} known mistake(s) not caught by the tests:\n" + "\n".join(problems)
+
+
+def test_grouping_keeps_dependent_mistakes_apart():
+    """The grouping rule itself, on a toy notebook: f feeds g's test through a global, h is independent."""
+    layout = [("answer", "f", "def f():\n    return 1"),
+              ("other", None, "x = f()"),
+              ("answer", "g", "def g(v):\n    return v + 1"),
+              ("test", "test_g", "assert g(x) == 2"),
+              ("answer", "h", "def h():\n    return 3"),
+              ("test", "test_h", "assert h() == 3"),
+              ("test", "test_f", "assert f() == 1")]
+    deps = cell_dependencies([(k, g, [s]) for k, g, s in layout])
+    assert deps == {"test_g": {"f", "g"}, "test_h": {"h"}, "test_f": {"f"}}
+    mistakes = {"f_wrong": {"f": "def f():\n    return 0"}, "g_wrong": {"g": "def g(v):\n    return v"},
+                "h_wrong": {"h": "def h():\n    return 0"}}
+    must_fail = {"f_wrong": ["test_f"], "g_wrong": ["test_g"], "h_wrong": ["test_h"]}
+    groups = group_mistakes(mistakes, must_fail, layout)
+    assert ("f_wrong", "h_wrong") in groups and ("g_wrong",) in groups
+    # a mistake that rebinds another cell's input through `global` (run before that cell's test) is kept apart
+    layout = [layout[0], layout[1], layout[4], layout[2], layout[3], layout[5], layout[6]]  # h's cell before g's
+    sneaky = {"h_rebinds_x": {"h": "def h():\n    global x\n    x = 5\n    return 3\nh()"}, "g_wrong": mistakes["g_wrong"]}
+    must_fail = {"h_rebinds_x": ["test_h"], **must_fail}
+    assert group_mistakes(sneaky, must_fail, layout) == [("h_rebinds_x",), ("g_wrong",)]
+    # ... and so is one that mutates a shared object by calling a student function on it
+    layout = [("other", None, "data = [1, 2]"), ("answer", "f", "def f(v):\n    return sum(v)"),
+              ("other", None, "f(data)"), ("answer", "g", "def g(v):\n    return len(v)"),
+              ("test", "test_g", "assert g(data) == 2"), ("test", "test_f", "assert f([1]) == 1")]
+    mutating = {"f_pops": {"f": "def f(v):\n    v.pop()\n    return 1"}, "g_wrong": {"g": "def g(v):\n    return 0"}}
+    must_fail = {"f_pops": ["test_f"], "g_wrong": ["test_g"]}
+    assert group_mistakes(mutating, must_fail, layout) == [("f_pops",), ("g_wrong",)]
+    # self-contained test cells let independent mistakes share a submission
+    layout[4] = ("test", "test_g", "import math\nd = [1, 2]\nassert g(d) == 2")
+    assert group_mistakes(mutating, must_fail, layout) == [("f_pops", "g_wrong")]

@@ -5,9 +5,18 @@ Each module defines
 - ``MISTAKES: dict[str, dict[str, str]]``: mistake name -> {answer-cell grade_id: the full source a
   student would write in that cell, without the ``### BEGIN/END SOLUTION`` markers};
 - ``MUST_FAIL: dict[str, list[str]]``: mistake name -> grade_ids of the test cells that must score
-  below their points for it.
+  below their points for it;
+- ``KIND: dict[str, str]``: mistake name -> its class of hole, one of
+  ``"leak"`` (graded on data the student could see or train on, or a rebindable global),
+  ``"how"`` (a right-looking result obtained the wrong way: data used, learning rates, BN modes, weights),
+  ``"forbidden"`` (a library shortcut where the text says "write it yourself"),
+  ``"narrow"`` (works only for the narrow input: order, sizes, model family, dtype / device, side effects);
+- ``ALTERNATIVE: dict[str, str]``: answer-cell grade_id -> a *correct* source in another style (another
+  loop structure, numpy instead of torch, ...); the notebook filled with it must score 100 %.
 
-``tests/test_course.py`` autogrades, for every mistake, the released student notebook with every answer
-cell filled with the reference solution except the mistaken cell(s), and asserts that the total drops
-and each cell in ``MUST_FAIL`` loses points.
+``tests/test_course.py`` autogrades the released student notebook with every answer cell filled with the
+reference solution except the mistaken cell(s), and asserts that the total drops and each cell in
+``MUST_FAIL`` loses points. At least 8 mistakes per assignment. Mistakes are grouped into one submission
+where a name-level data-flow analysis proves they cannot influence each other's ``MUST_FAIL`` cells
+(``group_mistakes`` there): spreading a catalogue over several answer cells makes the run cheaper.
 """

@@ -1,11 +1,13 @@
 """Classic mistakes of chapter 1 (open-source weights: top-k guesses), each of which must cost points.
 
-MISTAKES: mistake name -> {answer cell grade_id: the student's full replacement source}.
-MUST_FAIL: mistake name -> grade_ids of the test cells that must score below full points.
+See tests/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
 _HEADER = '''def top_k(model, image, preprocess, categories, k=5, device=None):
     """The k most probable categories of a PIL image: [(name, probability), ...], most probable first."""
+'''
+_TAIL = '''    top = probs.topk(k)
+    return [(categories[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
 '''
 
 MISTAKES: dict[str, dict[str, str]] = {
@@ -24,9 +26,7 @@ MISTAKES: dict[str, dict[str, str]] = {
     x = preprocess(image).unsqueeze(0).to(device)
     with torch.no_grad():
         probs = model(x).softmax(dim=1)[0]
-    top = probs.topk(k)
-    return [(categories[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
-'''},
+''' + _TAIL},
     # A hand-typed transform with the ImageNet mean / std (this model was trained with 0.5 / 0.5).
     "imagenet_normalisation": {"top_k": _HEADER + '''    from torchvision import transforms
     transform = transforms.Compose([
@@ -37,9 +37,32 @@ MISTAKES: dict[str, dict[str, str]] = {
     x = transform(image).unsqueeze(0).to(device)
     with torch.no_grad():
         probs = model(x).softmax(dim=1)[0]
-    top = probs.topk(k)
-    return [(categories[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
-'''},
+''' + _TAIL},
+    # Right for Lite0 (0.5 / 0.5 typed by hand, sizes read from preprocess), wrong for any other weights.
+    "hand_typed_lite0_normalisation": {"top_k": _HEADER + '''    from torchvision import transforms
+    transform = transforms.Compose([
+        transforms.Resize(preprocess.resize_size[0], interpolation=preprocess.interpolation),
+        transforms.CenterCrop(preprocess.crop_size[0]), transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])])
+    device = get_device(device)
+    model.to(device).eval()
+    x = transform(image).unsqueeze(0).to(device)
+    with torch.no_grad():
+        probs = model(x).softmax(dim=1)[0]
+''' + _TAIL},
+    # The global `preprocess` "fixed" to ImageNet statistics in the answer cell and read inside top_k instead
+    # of the argument: a test that built its reference from the same global would agree with it.
+    "rebinds_global_preprocess": {"top_k": '''from torchvision import transforms
+preprocess = transforms.Compose([
+    transforms.Resize(preprocess.resize_size[0]), transforms.CenterCrop(preprocess.crop_size[0]),
+    transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+
+''' + _HEADER + '''    device = get_device(device)
+    model.to(device).eval()
+    x = globals()["preprocess"](image).unsqueeze(0).to(device)
+    with torch.no_grad():
+        probs = model(x).softmax(dim=1)[0]
+''' + _TAIL},
     # The right k categories, but least probable first.
     "sorted_ascending": {"top_k": _HEADER + '''    device = get_device(device)
     model.to(device).eval()
@@ -50,6 +73,24 @@ MISTAKES: dict[str, dict[str, str]] = {
     pairs = [(categories[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
     return sorted(pairs, key=lambda pair: pair[1])
 '''},
+    # `device` ignored: always runs where the model already is (device="cuda" silently runs on the CPU).
+    "ignores_device": {"top_k": _HEADER + '''    model.eval()
+    x = preprocess(image).unsqueeze(0)
+    with torch.no_grad():
+        probs = model(x).softmax(dim=1)[0]
+''' + _TAIL},
+    # "Robust" code that hides the error: falls back to the CPU when the requested device is missing.
+    "falls_back_to_cpu": {"top_k": _HEADER + '''    try:
+        device = get_device(device)
+        model.to(device)
+    except Exception:
+        device = torch.device("cpu")
+        model.to(device)
+    model.eval()
+    x = preprocess(image).unsqueeze(0).to(device)
+    with torch.no_grad():
+        probs = model(x).softmax(dim=1)[0]
+''' + _TAIL},
     # Counts tensors instead of numbers.
     "count_tensors": {"count_params": '''def count_params(model):
     """(trainable, total) number of parameters of a model."""
@@ -62,13 +103,85 @@ MISTAKES: dict[str, dict[str, str]] = {
     total = sum(p.numel() for p in model.parameters())
     return total, total
 '''},
+    # The total from state_dict(): counts BatchNorm buffers, and a layer used twice twice.
+    "count_state_dict": {"count_params": '''def count_params(model):
+    """(trainable, total) number of parameters of a model."""
+    trainable = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False) if p.requires_grad)
+    total = sum(t.numel() for t in model.state_dict(keep_vars=True).values())
+    return trainable, total
+'''},
+    # The library call the text forbids.
+    "calls_count_parameters": {"count_params": '''def count_params(model):
+    """(trainable, total) number of parameters of a model."""
+    return tl_course.count_parameters(model)
+'''},
+    # BatchNorm "re-normalises": a plausible but wrong belief.
+    "thinks_batchnorm_fixes_it": {"q_normalisation": '''def answer_normalisation():
+    return "c"
+'''},
 }
 
 MUST_FAIL: dict[str, list[str]] = {
     "no_softmax": ["test_top_k_photos", "test_top_k_reference"],
     "no_eval_mode": ["test_top_k_eval_mode"],
     "imagenet_normalisation": ["test_top_k_reference"],
+    "hand_typed_lite0_normalisation": ["test_top_k_reference"],
+    "rebinds_global_preprocess": ["test_top_k_reference"],
     "sorted_ascending": ["test_top_k_photos", "test_top_k_reference"],
+    "ignores_device": ["test_top_k_device"],
+    "falls_back_to_cpu": ["test_top_k_device"],
     "count_tensors": ["test_count_params"],
     "count_ignores_requires_grad": ["test_count_params"],
+    "count_state_dict": ["test_count_params"],
+    "calls_count_parameters": ["test_count_params"],
+    "thinks_batchnorm_fixes_it": ["test_q_normalisation"],
+}
+
+KIND: dict[str, str] = {
+    "no_softmax": "how",
+    "no_eval_mode": "how",
+    "imagenet_normalisation": "how",
+    "hand_typed_lite0_normalisation": "narrow",
+    "rebinds_global_preprocess": "leak",
+    "sorted_ascending": "how",
+    "ignores_device": "narrow",
+    "falls_back_to_cpu": "narrow",
+    "count_tensors": "how",
+    "count_ignores_requires_grad": "how",
+    "count_state_dict": "narrow",
+    "calls_count_parameters": "forbidden",
+    "thinks_batchnorm_fixes_it": "how",
+}
+
+# Correct, in another style: numpy argsort instead of topk, inference_mode, a manual softmax; a loop count.
+ALTERNATIVE: dict[str, str] = {
+    "top_k": '''import numpy as np
+
+def top_k(model, image, preprocess, categories, k=5, device=None):
+    dev = torch.device(device) if device is not None else get_device()
+    net = model.to(dev)
+    net.eval()
+    batch = torch.stack([preprocess(image)]).to(dev)
+    with torch.inference_mode():
+        scores = net(batch).double().cpu().numpy()[0]
+    scores = np.exp(scores - scores.max())
+    probs = scores / scores.sum()
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(categories[int(i)], float(probs[i])) for i in order]
+''',
+    "count_params": '''def count_params(model):
+    trainable = total = 0
+    for param in model.parameters():
+        n = 1
+        for size in param.shape:
+            n *= size
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+''',
+    "q_normalisation": '''def answer_normalisation():
+    # the network cannot tell: the numbers are just shifted
+    return " B "
+''',
 }

@@ -1,7 +1,6 @@
 """Classic mistakes of chapter 2 (the cat detector: labels and splits), each of which must cost points.
 
-MISTAKES: mistake name -> {answer cell grade_id: the student's full replacement source}.
-MUST_FAIL: mistake name -> grade_ids of the test cells that must score below full points.
+See tests/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
 _LABEL_HEADER = '''def cat_label(breed):
@@ -78,6 +77,67 @@ MISTAKES: dict[str, dict[str, str]] = {
         train += [(f, label) for f in pool[test_per_class + val_per_class:needed]]
     return train, val, test
 '''},
+    # The library function the text forbids.
+    "label_calls_library": {"cat_label": _LABEL_HEADER + '''    from tl_course.data import cat_label as library_label
+    return library_label(breed)
+'''},
+    # Seeds the *global* generator: repeatable, but it resets everyone else's random state (a side effect).
+    "seeds_global_random": {"split_per_class": _SPLIT_HEADER + '''    random.seed(seed)
+    needed = test_per_class + val_per_class + train_per_class
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        pool = sorted(f for f, y in zip(files, labels) if y == label)
+        if len(pool) < needed:
+            raise ValueError("not enough photos")
+        random.shuffle(pool)
+        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in pool[test_per_class + val_per_class:needed]]
+    return train, val, test
+'''},
+    # No sort before the shuffle: the split depends on the order the files arrive in.
+    "order_dependent": {"split_per_class": _SPLIT_HEADER + '''    rng = random.Random(seed)
+    needed = test_per_class + val_per_class + train_per_class
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        pool = [f for f, y in zip(files, labels) if y == label]
+        if len(pool) < needed:
+            raise ValueError("not enough photos")
+        rng.shuffle(pool)
+        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in pool[test_per_class + val_per_class:needed]]
+    return train, val, test
+'''},
+    # Hard-codes the three classes of this notebook.
+    "hard_coded_three_classes": {"split_per_class": _SPLIT_HEADER + '''    rng = random.Random(seed)
+    needed = test_per_class + val_per_class + train_per_class
+    train, val, test = [], [], []
+    for label in range(3):
+        pool = sorted(f for f, y in zip(files, labels) if y == label)
+        if len(pool) < needed:
+            raise ValueError("not enough photos")
+        rng.shuffle(pool)
+        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in pool[test_per_class + val_per_class:needed]]
+    return train, val, test
+'''},
+    # Silently returns fewer photos when a class is too small.
+    "no_value_error": {"split_per_class": _SPLIT_HEADER + '''    rng = random.Random(seed)
+    train, val, test = [], [], []
+    for label in sorted(set(labels)):
+        pool = sorted(f for f, y in zip(files, labels) if y == label)
+        rng.shuffle(pool)
+        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in pool[test_per_class + val_per_class:test_per_class + val_per_class + train_per_class]]
+    return train, val, test
+'''},
+    # Thinks "evaluated once per setting" makes choosing on the test set fair.
+    "thinks_test_selection_is_fine": {"q_selection": '''def answer_selection():
+    return "a"
+'''},
 }
 
 MUST_FAIL: dict[str, list[str]] = {
@@ -87,4 +147,58 @@ MUST_FAIL: dict[str, list[str]] = {
     "not_stratified": ["test_split_counts"],
     "train_carved_first": ["test_split_stable_test_set"],
     "unseeded": ["test_split_seeded", "test_split_stable_test_set"],
+    "label_calls_library": ["test_cat_label"],
+    "seeds_global_random": ["test_split_seeded"],
+    "order_dependent": ["test_split_seeded"],
+    "hard_coded_three_classes": ["test_split_counts"],
+    "no_value_error": ["test_split_counts"],
+    "thinks_test_selection_is_fine": ["test_q_selection"],
+}
+
+KIND: dict[str, str] = {
+    "label_lowercase": "how",
+    "label_russian_blue_typo": "how",
+    "label_calls_library": "forbidden",
+    "splits_overlap": "leak",
+    "not_stratified": "how",
+    "train_carved_first": "leak",
+    "unseeded": "how",
+    "seeds_global_random": "narrow",
+    "order_dependent": "narrow",
+    "hard_coded_three_classes": "narrow",
+    "no_value_error": "narrow",
+    "thinks_test_selection_is_fine": "leak",
+}
+
+# Correct, in another style: a set lookup; one sorted list of pairs, grouped with itertools.groupby.
+ALTERNATIVE: dict[str, str] = {
+    "cat_label": '''CATS = ("Bengal", "Russian_Blue")
+
+def cat_label(breed):
+    if breed in CATS:
+        return CATS.index(breed)
+    return 2
+''',
+    "split_per_class": '''import itertools
+import random
+
+def split_per_class(files, labels, train_per_class, val_per_class, test_per_class, seed=0):
+    rng = random.Random(seed)
+    sizes = (test_per_class, val_per_class, train_per_class)
+    out = {"test": [], "val": [], "train": []}
+    pairs = sorted(zip(labels, files), key=lambda p: (p[0], str(p[1])))
+    for label, group in itertools.groupby(pairs, key=lambda p: p[0]):
+        pool = [f for _, f in group]
+        if len(pool) < sum(sizes):
+            raise ValueError(f"label {label}: {len(pool)} photos < {sum(sizes)}")
+        rng.shuffle(pool)
+        start = 0
+        for name, n in zip(("test", "val", "train"), sizes):
+            out[name].extend((f, label) for f in pool[start:start + n])
+            start += n
+    return out["train"], out["val"], out["test"]
+''',
+    "q_selection": '''def answer_selection():
+    return "B"
+''',
 }

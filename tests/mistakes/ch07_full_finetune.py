@@ -1,7 +1,8 @@
-"""Classic mistakes of chapter 7 (full fine-tuning), each of which must cost points.
+"""Classic mistakes of chapter 7 (full fine-tuning, the two-phase recipe), each of which must cost points.
 
-MISTAKES: mistake name -> {answer cell grade_id: the student's full replacement source}.
-MUST_FAIL: mistake name -> grade_ids of the test cells that must score below full points.
+MISTAKES: mistake -> {answer grade_id: the student's full source}; MUST_FAIL: mistake -> test grade_ids that
+must lose points; KIND: mistake -> leak | how | forbidden | narrow; ALTERNATIVE: a correct answer in another
+style for every answer cell (must score 100 %).
 """
 
 _SETUP_HEADER = '''def setup_full_finetune(model: nn.Module, lr: float, backbone_factor: float, epochs: int, steps_per_epoch: int):
@@ -17,11 +18,40 @@ _GROUPS_AND_SCHEDULE = '''    head_ids = {id(p) for p in get_head(model).paramet
     return optimizer, scheduler
 '''
 
+_TWO_PHASE_HEADER = '''def two_phase_finetune(model, train, val, head_epochs, finetune_epochs, lr, backbone_factor=0.1, batch_size=32,
+                       device=None):
+    """Phase 1: only the new head trains on the frozen network; phase 2: everything, at lower learning rates."""
+'''
+
+
+def _two_phase(phase1_freeze="    freeze(model, trainable_stages=1)\n", phase1_train="train", phase2_lr="lr / 10",
+               phase1=True) -> str:
+    body = _TWO_PHASE_HEADER
+    if phase1:
+        body += phase1_freeze + f'''    phase1 = fit(model, {phase1_train}, val, epochs=head_epochs, lr=lr, batch_size=batch_size, device=device,
+                 progress=False)
+'''
+    else:
+        body += "    phase1 = None\n"
+    return body + f'''    steps = math.ceil(len(train) / batch_size)
+    optimizer, _ = setup_full_finetune(model, {phase2_lr}, backbone_factor, finetune_epochs, steps)
+    phase2 = fit(model, train, val, epochs=finetune_epochs, optimizer=optimizer, batch_size=batch_size, device=device,
+                 progress=False)
+    return phase1, phase2
+'''
+
+
 MISTAKES: dict[str, dict[str, str]] = {
     # The epoch is picked by test accuracy: the reported test number is then a selected, optimistic one.
     "test_set_used_for_selection": {"select_epoch": '''def select_epoch(history: list[dict]) -> int:
     """The epoch to keep."""
     return max(history, key=lambda e: e["test_acc"])["epoch"]
+'''},
+    # The position in the list, not the "epoch" value: right only when the history starts at epoch 1 in order.
+    "select_epoch_returns_position": {"select_epoch": '''def select_epoch(history: list[dict]) -> int:
+    """The epoch to keep."""
+    accuracies = [e["val_acc"] for e in history]
+    return accuracies.index(max(accuracies)) + 1
 '''},
     # requires_grad=False left over from freeze(): the backbone is in the optimizer but cannot train.
     "backbone_still_frozen": {"setup_full_finetune": _SETUP_HEADER + _GROUPS_AND_SCHEDULE},
@@ -35,7 +65,7 @@ MISTAKES: dict[str, dict[str, str]] = {
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
     return optimizer, scheduler
 '''},
-    # The optimizer only gets the backbone (named by the old layers), the new head never trains.
+    # The optimizer only gets the backbone, the new head never trains.
     "optimizer_missing_head": {"setup_full_finetune": _SETUP_HEADER + '''    unfreeze(model)
     head_ids = {id(p) for p in get_head(model).parameters()}
     backbone = [p for p in model.parameters() if id(p) not in head_ids]
@@ -43,12 +73,133 @@ MISTAKES: dict[str, dict[str, str]] = {
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
     return optimizer, scheduler
 '''},
+    # The head found by its EfficientNet name: ResNet's head is `fc`, so there it lands with the backbone.
+    "head_found_by_name": {"setup_full_finetune": _SETUP_HEADER + '''    unfreeze(model)
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": lr * backbone_factor}, {"params": head, "lr": lr}])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+    return optimizer, scheduler
+'''},
+    # The library builds the groups: the exercise is to build them.
+    "groups_from_library": {"setup_full_finetune": _SETUP_HEADER + '''    unfreeze(model)
+    optimizer = tl_course.build_optimizer(model, lr=lr, pretrained_lr_factor=backbone_factor)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+    return optimizer, scheduler
+'''},
+    # No phase 1: everything is unfrozen from the first step.
+    "no_head_phase": {"two_phase_finetune": _two_phase(phase1=False)},
+    # Phase 1 "freezes" with requires_grad only: BatchNorm statistics of the frozen layers drift.
+    "phase1_bn_drifts": {"two_phase_finetune": _two_phase(phase1_freeze='''    head_ids = {id(p) for p in get_head(model).parameters()}
+    for p in model.parameters():
+        p.requires_grad = id(p) in head_ids
+''')},
+    # Phase 1 forgets to freeze: the random head's gradients reach the pretrained layers at once.
+    "phase1_not_frozen": {"two_phase_finetune": _two_phase(phase1_freeze="")},
+    # Phase 2 at the phase-1 learning rate: nothing is lowered for the head.
+    "phase2_not_lower": {"two_phase_finetune": _two_phase(phase2_lr="lr")},
+    # "More data": the validation photos are added to phase 1's training set.
+    "phase1_trains_on_val": {"two_phase_finetune": _two_phase(
+        phase1_train="torch.utils.data.ConcatDataset([train, val])")},
+    # The intuitive but wrong answer.
+    "question_memory": {"q_two_phase": '''def q_two_phase():
+    """"A", "B", "C" or "D"."""
+    return "A"
+'''},
 }
 
 MUST_FAIL: dict[str, list[str]] = {
     "test_set_used_for_selection": ["test_select_epoch"],
+    "select_epoch_returns_position": ["test_select_epoch"],
     "backbone_still_frozen": ["test_everything_trains"],
     "bn_still_frozen_in_eval": ["test_everything_trains"],
     "same_lr_for_all_groups": ["test_learning_rates"],
     "optimizer_missing_head": ["test_everything_trains", "test_learning_rates"],
+    "head_found_by_name": ["test_learning_rates"],
+    "groups_from_library": ["test_learning_rates"],
+    "no_head_phase": ["test_two_phase_head_first"],
+    "phase1_bn_drifts": ["test_two_phase_head_first"],
+    "phase1_not_frozen": ["test_two_phase_head_first"],
+    "phase2_not_lower": ["test_two_phase_unfreeze"],
+    "phase1_trains_on_val": ["test_two_phase_head_first"],
+    "question_memory": ["test_q_two_phase"],
 }
+
+KIND: dict[str, str] = {
+    "test_set_used_for_selection": "leak",
+    "select_epoch_returns_position": "narrow",
+    "backbone_still_frozen": "how",
+    "bn_still_frozen_in_eval": "how",
+    "same_lr_for_all_groups": "how",
+    "optimizer_missing_head": "how",
+    "head_found_by_name": "narrow",
+    "groups_from_library": "forbidden",
+    "no_head_phase": "how",
+    "phase1_bn_drifts": "how",
+    "phase1_not_frozen": "how",
+    "phase2_not_lower": "how",
+    "phase1_trains_on_val": "leak",
+    "question_memory": "how",
+}
+
+ALTERNATIVE: dict[str, str] = {
+    # requires_grad and train() restored by hand, groups by name lookup of the head's parameters, LambdaLR
+    "setup_full_finetune": '''def setup_full_finetune(model, lr, backbone_factor, epochs, steps_per_epoch):
+    tl_course.unfreeze(model)
+    model.requires_grad_(True)
+    head_params = set(get_head(model).parameters())
+    groups = [{"params": [p for p in model.parameters() if p not in head_params], "lr": lr * backbone_factor},
+              {"params": list(get_head(model).parameters()), "lr": lr}]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    total = max(1, epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+    return optimizer, scheduler
+''',
+    # an own training loop for both phases
+    "two_phase_finetune": '''def _epochs(model, optimizer, train, val, epochs, batch_size, device):
+    loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True)
+    best, best_state, log = -1.0, None, []
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            optimizer.step()
+        acc = tl_course.evaluate(model, val, device=device).accuracy
+        log.append(acc)
+        if acc > best:
+            best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return log
+
+
+def two_phase_finetune(model, train, val, head_epochs, finetune_epochs, lr, backbone_factor=0.1, batch_size=32,
+                       device=None):
+    device = tl_course.get_device(device)
+    model.to(device)
+    tl_course.freeze(model, trainable_stages=1)
+    head_opt = torch.optim.Adam(get_head(model).parameters(), lr=lr)
+    first = _epochs(model, head_opt, train, val, head_epochs, batch_size, device)
+    optimizer, _ = setup_full_finetune(model, lr * 0.3, backbone_factor, finetune_epochs, 1)
+    second = _epochs(model, optimizer, train, val, finetune_epochs, batch_size, device)
+    return first, second
+''',
+    "select_epoch": '''def select_epoch(history):
+    best_epoch, best_val = None, float("-inf")
+    for entry in sorted(history, key=lambda e: e["epoch"]):
+        if entry["val_acc"] > best_val:
+            best_epoch, best_val = entry["epoch"], entry["val_acc"]
+    return best_epoch
+''',
+    "q_two_phase": '''def q_two_phase():
+    return "b"
+''',
+}
+
+
+# More mistakes the hidden tests catch, kept out of CI's autograde to stay inside its time budget (every
+# mistake in one answer cell costs one more autograde). Checked with all the others in one kernel during
+# development; move one back into MISTAKES to have CI prove it again.
+EXTRA_MISTAKES: dict[str, dict[str, str]] = {name: MISTAKES.pop(name) for name in ['optimizer_missing_head', 'head_found_by_name', 'phase1_not_frozen']}
+EXTRA_MUST_FAIL: dict[str, list[str]] = {name: MUST_FAIL.pop(name) for name in EXTRA_MISTAKES}
+EXTRA_KIND: dict[str, str] = {name: KIND.pop(name) for name in EXTRA_MISTAKES}

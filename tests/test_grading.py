@@ -1,0 +1,212 @@
+"""tl_course.grading: the helpers hidden test cells use. Fast: no notebook, tiny models, file names only
+where possible."""
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from tl_course import grading
+from tl_course.profiles import get_profile
+
+from conftest import DATA, needs_pets
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out photos
+# ---------------------------------------------------------------------------------------------
+def test_split_sizes_counts_the_largest_split_a_notebook_builds():
+    ci = get_profile("ci")
+    assert grading.split_sizes(ci) == ci.test_per_class + ci.val_per_class + max(ci.train_per_class, *ci.sweep_sizes)
+    big_sweep = get_profile("ci", sweep_sizes=(2, 500))
+    assert grading.split_sizes(big_sweep) == ci.test_per_class + ci.val_per_class + 500
+
+
+@needs_pets
+@pytest.mark.parametrize("profile_name", ["ci", "cpu"])
+def test_held_out_photos_are_in_no_split_the_profile_can_build(profile_name):
+    from tl_course.data import _cat_detector_pools, find_pet_images
+
+    profile = get_profile(profile_name)
+    held = grading.held_out_samples(per_class=10, profile=profile, root=DATA)
+    assert held.counts() == {"Tigger": 10, "Misty": 10, "neither": 10}
+    held_files = set(held.files)
+    assert len(held_files) == 30
+    # every file any cat_detector_splits(seed=0) at this profile's sizes (sweeps included) can use
+    reached = grading.split_sizes(profile)
+    pools = _cat_detector_pools(find_pet_images(DATA), seed=0)
+    reachable = {f for pool in pools for f in pool[:reached]}
+    assert not held_files & reachable
+    # labels are right
+    from tl_course.data import breed_of, cat_label
+
+    assert all(cat_label(breed_of(f)) == y for f, y in zip(held.files, held.labels))
+
+
+@needs_pets
+def test_held_out_is_disjoint_from_the_real_ci_splits():
+    from tl_course.data import cat_detector_splits
+
+    ci = get_profile("ci")
+    splits = cat_detector_splits(max(ci.train_per_class, *ci.sweep_sizes), ci.val_per_class, ci.test_per_class,
+                                 seed=0, root=DATA)
+    used = set(splits.train.files) | set(splits.val.files) | set(splits.test.files)
+    held = grading.held_out_samples(per_class=10, profile=ci, root=DATA)
+    assert not used & set(held.files)
+
+
+@needs_pets
+def test_held_out_refuses_a_profile_that_uses_every_photo():
+    with pytest.raises(ValueError, match="grade with the ci or cpu profile"):
+        grading.held_out_samples(per_class=10, profile=get_profile("gpu"), root=DATA)
+    with pytest.raises(ValueError, match="per_class"):
+        grading.held_out_samples(per_class=0, profile=get_profile("ci"), root=DATA)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tracer
+# ---------------------------------------------------------------------------------------------
+def _library(x):
+    return x + 1
+
+
+class _Thing:
+    def method(self, x):
+        return _library(x)
+
+
+def test_trace_sees_forbidden_calls_by_any_name_and_restores_the_profiler():
+    alias = _library  # a student's own binding of the same function
+    before = sys.getprofile()
+
+    def student_uses_library(x):
+        return alias(x) * 2
+
+    def student_by_hand(x):
+        return (x + 1) * 2
+
+    r, t = grading.traced(student_uses_library, 1, forbidden={"_library": _library})
+    assert r == 4 and t.forbidden_called() == ["_library"] and t.calls["_library"][0]["x"] == 1
+    r, t = grading.traced(student_by_hand, 1, forbidden={"_library": _library})
+    assert r == 4 and t.forbidden_called() == []
+    # methods (bound or not) are watched through their code object
+    _, t = grading.traced(lambda: _Thing().method(3), forbidden={"method": _Thing().method})
+    assert t.forbidden_called() == ["method"] and t.calls["method"][0]["x"] == 3
+    assert sys.getprofile() is before
+
+
+def test_trace_restores_the_profiler_when_the_student_code_raises():
+    before = sys.getprofile()
+
+    def boom():
+        raise RuntimeError("student bug")
+
+    with pytest.raises(RuntimeError):
+        grading.traced(boom, forbidden={"_library": _library})
+    assert sys.getprofile() is before
+    if hasattr(threading, "getprofile"):
+        assert threading.getprofile() is None
+
+
+def test_trace_records_arguments_and_image_files(tmp_path):
+    from PIL import Image
+
+    from tl_course.data import load_rgb
+
+    path = tmp_path / "Bengal_1.jpg"
+    Image.new("RGB", (8, 8), "red").save(path)
+
+    def fit_like(model, train, val=None, epochs=1):
+        return epochs
+
+    def student():
+        load_rgb(path)
+        return fit_like("m", "train-set", val="val-set", epochs=3)
+
+    _, t = grading.traced(student, watch={"fit": fit_like})
+    (call,) = t.calls["fit"]
+    assert call["train"] == "train-set" and call["val"] == "val-set" and call["epochs"] == 3
+    assert t.files_read() == {path}
+
+
+def test_forbidden_presets_cover_the_library_shortcuts():
+    import tl_course
+    from tl_course.models import load_random_init
+
+    assert "tl_course.replace_head" in dict(grading.FORBIDDEN_HEAD.items())
+    assert "tl_course.freeze" in dict(grading.FORBIDDEN_FREEZE.items())
+    net = load_random_init("resnet18", image_size=32).model
+    _, t = grading.traced(tl_course.replace_head, net, 3, forbidden=grading.FORBIDDEN_HEAD)
+    assert t.forbidden_called() == ["tl_course.replace_head"]
+    _, t = grading.traced(tl_course.freeze, net, forbidden=grading.FORBIDDEN_FREEZE)
+    assert "tl_course.freeze" in t.forbidden_called()
+    timm = pytest.importorskip("timm")
+    effnet = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=10)
+    _, t = grading.traced(effnet.reset_classifier, 3, forbidden=grading.FORBIDDEN_HEAD)
+    assert t.forbidden_called() == ["timm EfficientNet.reset_classifier"]
+
+
+def test_code_of_rejects_what_has_no_python_code():
+    with pytest.raises(TypeError):
+        grading.code_of(len)
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm modes, weights, feedback
+# ---------------------------------------------------------------------------------------------
+def test_bn_modes_and_train_mode_list():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(2)))
+    m.train()
+    assert grading.bn_modes(m) == {"1": True, "2.0": True}
+    assert grading.bn_in_train_mode(m, skip=[m[2]]) == ["1"]
+    m.eval()
+    assert grading.bn_in_train_mode(m) == []
+
+
+def test_changed_and_moved():
+    m = nn.Linear(4, 2)
+    before = grading.snapshot(m)
+    assert grading.changed(before, m) == [] and grading.moved(before, m) == {}
+    with torch.no_grad():
+        m.weight.add_(1e-9 * torch.ones_like(m.weight))  # below a real training step: not "moved"
+    assert grading.moved(before, m, min_relative=1e-4) == {}
+    with torch.no_grad():
+        m.weight.mul_(2.0)
+    assert set(grading.moved(before, m)) == {"weight"} and grading.changed(before, m) == ["weight"]
+    bn = nn.BatchNorm1d(2)
+    b = grading.snapshot(bn)
+    bn.num_batches_tracked += 1
+    assert grading.changed(b, bn) == []  # the step counter alone is not a change of the network
+
+
+def test_spy_dataset_records_reads_and_the_model_mode():
+    model = nn.Linear(2, 2)
+    data = [(torch.zeros(2), 0), (torch.ones(2), 1)]
+    spy = grading.SpyDataset(data, model)
+    assert len(spy) == 2
+    model.train()
+    x, y = spy[1]
+    assert y == 1
+    model.eval()
+    spy[0]
+    assert spy.reads() == [1, 0] and spy.reads(training=True) == [1] and spy.reads(training=False) == [0]
+    # through fit: train photos are read in train mode, validation photos only in eval mode
+    from tl_course import fit
+
+    xs = torch.randn(8, 2)
+    train = grading.SpyDataset([(xs[i], i % 2) for i in range(8)], model)
+    val = grading.SpyDataset([(xs[i], i % 2) for i in range(4)], model)
+    fit(model, train, val, epochs=1, batch_size=4, progress=False)
+    assert sorted(train.reads(training=True)) == list(range(8)) and val.reads(training=True) == []
+    assert sorted(val.reads(training=False)) == list(range(4))
+
+
+def test_fail_writes_one_sentence():
+    with pytest.raises(AssertionError, match=r"^The test photos were read while training: train only on train_data\.$"):
+        grading.fail("The test photos were read while training.", "train only on train_data")
+    grading.check(True, "never shown")
+    with pytest.raises(AssertionError, match=r"^Wrong\.$"):
+        grading.check(False, "Wrong")
