@@ -416,7 +416,10 @@ def graded(course) -> Graded:
 
 def by_assignment():
     """Parametrize a test over every assignment, sharing the session fixture ``course`` per assignment."""
-    return pytest.mark.parametrize("course", ASSIGNMENTS, indirect=True)
+    # One xdist group per assignment (`make test` runs `pytest -n 2 --dist loadgroup`): all tests of an
+    # assignment run in one worker, so its session fixtures (course folder, gradebook, autogrades) are built once.
+    return pytest.mark.parametrize(
+        "course", [pytest.param(a, marks=pytest.mark.xdist_group(a)) for a in ASSIGNMENTS], indirect=True)
 
 
 # ---------------------------------------------------------------------------------------------
