@@ -28,11 +28,12 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --builder html
 
-# Two workers (pytest-xdist): the book build runs beside the autograder checks; each notebook kernel and
+# Two workers (pytest-xdist, one test module per worker at a time): the book build runs beside the
+# autograder checks; each notebook kernel and
 # book page gets one thread (OMP_NUM_THREADS=1), so two workers fill two cores without oversubscribing.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # The package tests only (no notebooks through nbgrader, no book build): a few minutes on 2 cores.
 test-fast: $(STAMP)

@@ -46,7 +46,6 @@ def _toc_files() -> list[str]:
 
 @pytest.mark.skipif(not (DATA / "oxford-iiit-pet" / "images").is_dir(),
                     reason=f"no offline photos in {DATA}: set TL_COURSE_DATA to build the book")
-@pytest.mark.xdist_group("book")  # the longest test: scheduled first, alone in its worker
 def test_book_builds_strictly_with_executed_chapters(tmp_path):
     env = {**os.environ, "TL_COURSE_DATA": str(DATA), "TL_COURSE_PROFILE": os.environ.get("TL_COURSE_PROFILE", "ci"),
            "MPLBACKEND": "Agg"}

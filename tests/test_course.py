@@ -316,6 +316,14 @@ class Course:
             self.seconds[label] = time.perf_counter() - start
 
 
+# Built once per assignment and kept for the session: when the tests of two assignments interleave
+# (test order, `-k`, reruns), pytest tears a parametrized session fixture down and sets
+# it up again; without these the same notebooks would be autograded twice.
+_COURSES: dict[str, Course] = {}
+_VALIDATIONS: dict[str, dict] = {}
+_GRADED: dict[str, "Graded"] = {}
+
+
 @pytest.fixture(scope="session")
 def course(request, tmp_path_factory, kernel_env) -> Course:
     """``solutions/<id>`` copied into a fresh course directory, ``generate_assignment`` run."""
@@ -323,6 +331,9 @@ def course(request, tmp_path_factory, kernel_env) -> Course:
     from nbgrader.coursedir import CourseDirectory
 
     assignment_id = request.param
+    if assignment_id in _COURSES:  # pytest re-creates a parametrized session fixture when tests interleave
+        yield _COURSES[assignment_id]
+        return
     root = tmp_path_factory.mktemp(assignment_id)
     shutil.copytree(ROOT / "solutions" / assignment_id, root / "solutions" / assignment_id)
     config = nbgrader_config(root)
@@ -330,6 +341,7 @@ def course(request, tmp_path_factory, kernel_env) -> Course:
     c = Course(assignment_id, root, config, api)
     result = c.timed("generate_assignment", api.generate_assignment, assignment_id, force=True, create=True)
     assert result["success"], f"nbgrader generate_assignment {assignment_id} failed:\n{result.get('error')}"
+    _COURSES[assignment_id] = c
     yield c
     print(f"\n[{assignment_id}] seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in c.seconds.items())
           + f"; total {sum(c.seconds.values()):.1f}")
@@ -340,7 +352,10 @@ def validation(course) -> dict:
     """``Validator().validate`` of the instructor solution (executes it; hidden tests included)."""
     from nbgrader.validator import Validator
 
-    return course.timed("validate", Validator(config=course.config).validate, str(course.source))
+    if course.assignment_id not in _VALIDATIONS:
+        _VALIDATIONS[course.assignment_id] = course.timed("validate", Validator(config=course.config).validate,
+                                                          str(course.source))
+    return _VALIDATIONS[course.assignment_id]
 
 
 @dataclass
@@ -362,6 +377,12 @@ def group_enabled() -> bool:
 @pytest.fixture(scope="session")
 def graded(course) -> Graded:
     """Autograde reference, blank, the alternative answer and the known mistakes (grouped where valid)."""
+    if course.assignment_id not in _GRADED:
+        _GRADED[course.assignment_id] = _autograde_all(course)
+    return _GRADED[course.assignment_id]
+
+
+def _autograde_all(course: Course) -> Graded:
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
@@ -416,10 +437,9 @@ def graded(course) -> Graded:
 
 def by_assignment():
     """Parametrize a test over every assignment, sharing the session fixture ``course`` per assignment."""
-    # One xdist group per assignment (`make test` runs `pytest -n 2 --dist loadgroup`): all tests of an
-    # assignment run in one worker, so its session fixtures (course folder, gradebook, autogrades) are built once.
-    return pytest.mark.parametrize(
-        "course", [pytest.param(a, marks=pytest.mark.xdist_group(a)) for a in ASSIGNMENTS], indirect=True)
+    # `make test` runs `pytest -n 2 --dist loadscope`: this whole module runs in one worker, so the session
+    # fixtures (course folder, gradebook, autogrades) are built once per assignment.
+    return pytest.mark.parametrize("course", ASSIGNMENTS, indirect=True)
 
 
 # ---------------------------------------------------------------------------------------------
