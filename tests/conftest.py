@@ -56,3 +56,28 @@ def few_photos():
     from tl_course.data import cat_detector_splits
 
     return cat_detector_splits(2, 0, 0, seed=0, root=DATA).train
+
+
+@pytest.fixture
+def frozen(lite0):
+    """A private pretrained Lite0 with a new 3-way head, only the head trainable."""
+    from tl_course.freezing import freeze
+    from tl_course.models import replace_head
+
+    return freeze(replace_head(lite0, 3), trainable_stages=1)
+
+
+@pytest.fixture
+def count_extractions(monkeypatch):
+    """Counts the calls cached_features makes to extract_features (a call = a cache miss)."""
+    from tl_course import features
+
+    calls = []
+    real = features.extract_features
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("cut"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_features", counting)
+    return calls

@@ -19,26 +19,6 @@ from tl_course.freezing import freeze, stages
 from tl_course.models import replace_head
 
 
-@pytest.fixture
-def frozen(lite0):
-    """A private pretrained Lite0 with a new 3-way head, only the head trainable."""
-    return freeze(replace_head(lite0, 3), trainable_stages=1)
-
-
-@pytest.fixture
-def count_extractions(monkeypatch):
-    """Counts the calls cached_features makes to extract_features (a call = a cache miss)."""
-    calls = []
-    real = F.extract_features
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("cut"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "extract_features", counting)
-    return calls
-
-
 def _images(samples: Samples, preprocess) -> torch.Tensor:
     return torch.stack([preprocess(load_rgb(f)) for f in samples.files])
 

@@ -34,25 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def frozen(lite0):
-    """A private pretrained Lite0 with a new 3-way head, only the head trainable."""
-    return freeze(replace_head(lite0, 3), trainable_stages=1)
-
-
-@pytest.fixture
-def count_extractions(monkeypatch):
-    calls = []
-    real = F.extract_features
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs.get("cut"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "extract_features", counting)
-    return calls
-
-
-@pytest.fixture
 def two_photos(few_photos):
     return Samples(few_photos.files[:2], few_photos.labels[:2], few_photos.classes)
 

@@ -222,16 +222,27 @@ def cat_detector_splits(train_per_class: int = 20, val_per_class: int = 10, test
     >>> splits.train.counts()
     {'Tigger': 5, 'Misty': 5, 'neither': 5}
     """
+    _check_sizes(train_per_class, val_per_class, test_per_class)
+    pools = _cat_detector_pools(find_pet_images(root), seed)
+    return _nested_splits(pools, CLASSES, train_per_class, val_per_class, test_per_class, "photos")
+
+
+def _check_sizes(train_per_class: int, val_per_class: int, test_per_class: int) -> None:
     sizes = {"test_per_class": test_per_class, "val_per_class": val_per_class, "train_per_class": train_per_class}
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"{name} must be a whole number >= 0, got {n!r}.")
-    pools = _cat_detector_pools(find_pet_images(root), seed)
+
+
+def _nested_splits(pools: list[list[Path]], classes, train_per_class: int, val_per_class: int,
+                   test_per_class: int, what: str) -> Splits:
+    """Per class (one shuffled pool each), TEST first, then VAL, then TRAIN: test and val do not move when
+    only ``train_per_class`` changes, and a smaller training set is a prefix of a larger one."""
     needed = test_per_class + val_per_class + train_per_class
     for label, pool in enumerate(pools):
         if len(pool) < needed:
             raise ValueError(
-                f"Only {len(pool)} {CLASSES[label]} photos are available but {needed} are needed "
+                f"Only {len(pool)} {classes[label]} {what} are available but {needed} are needed "
                 f"(test {test_per_class} + val {val_per_class} + train {train_per_class} per class); "
                 f"ask for fewer."
             )
@@ -242,8 +253,8 @@ def cat_detector_splits(train_per_class: int = 20, val_per_class: int = 10, test
     for name, (start, stop) in bounds.items():
         files = [path for pool in pools for path in pool[start:stop]]
         labels = [label for label, pool in enumerate(pools) for _ in pool[start:stop]]
-        split[name] = check_images(Samples(files, labels, CLASSES))
-    return Splits(train=split["train"], val=split["val"], test=split["test"], classes=CLASSES)
+        split[name] = check_images(Samples(files, labels, classes))
+    return Splits(train=split["train"], val=split["val"], test=split["test"], classes=classes)
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -532,31 +543,14 @@ def eurosat_splits(train_per_class: int = 50, val_per_class: int = 10, test_per_
     >>> len(splits.train), len(splits.val), len(splits.test), splits.classes[0]
     (50, 100, 200, 'AnnualCrop')
     """
-    sizes = {"test_per_class": test_per_class, "val_per_class": val_per_class, "train_per_class": train_per_class}
-    for name, n in sizes.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{name} must be a whole number >= 0, got {n!r}.")
+    _check_sizes(train_per_class, val_per_class, test_per_class)
     rng = random.Random(seed)
     pools = []
     for files in find_eurosat_images(root, download):
         pool = list(files)
         rng.shuffle(pool)
         pools.append(pool)
-    needed = test_per_class + val_per_class + train_per_class
-    for label, pool in enumerate(pools):
-        if len(pool) < needed:
-            raise ValueError(
-                f"Only {len(pool)} {EUROSAT_CLASSES[label]} tiles are available but {needed} are needed "
-                f"(test {test_per_class} + val {val_per_class} + train {train_per_class} per class); ask for fewer.")
-    bounds = {"test": (0, test_per_class),
-              "val": (test_per_class, test_per_class + val_per_class),
-              "train": (test_per_class + val_per_class, needed)}
-    split = {}
-    for name, (start, stop) in bounds.items():
-        files = [path for pool in pools for path in pool[start:stop]]
-        labels = [label for label, pool in enumerate(pools) for _ in pool[start:stop]]
-        split[name] = check_images(Samples(files, labels, EUROSAT_CLASSES))
-    return Splits(train=split["train"], val=split["val"], test=split["test"], classes=EUROSAT_CLASSES)
+    return _nested_splits(pools, EUROSAT_CLASSES, train_per_class, val_per_class, test_per_class, "tiles")
 
 
 __all__ += ["EUROSAT_CLASSES", "find_eurosat_images", "eurosat_splits"]
