@@ -1,0 +1,406 @@
+"""Run one untrusted submission through nbgrader's autograde, walled off from everything else.
+
+A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict), so it runs the
+same in a local thread pool or on a remote Dask worker:
+
+>>> result = run_job(job)            # job: see tl_course.grade.make_job
+>>> result["status"], result["reason"]
+('graded', '')
+
+What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
+
+- a **working copy** of its own: a private nbgrader course folder with a private SQLite gradebook holding
+  only this assignment (made by ``nbgrader generate_assignment`` in the grader). The real gradebook, its
+  URL and credentials never reach this process or the student kernel: the grader records the scores
+  afterwards from the executed notebook (:class:`tl_course.grade.ReplayOutputs`);
+- a **scrubbed environment**: only the variables the course needs (``TL_COURSE_*``, ``PATH``, thread
+  counts) pass; ``HOME``, ``TMPDIR`` and Jupyter's folders point inside the working copy;
+- **limits** on the whole process tree: wall-clock time (the process group is killed), memory (address
+  space), CPU seconds, file size, and nbgrader's per-cell timeout; optionally another user
+  (``user=``, when the grader runs as root), so the kernel cannot write the shared caches or the course;
+- an **integrity check** around every graded test cell (:class:`GuardedExecute`): if ``tl_course`` was
+  replaced or monkey-patched by the notebook, that cell scores 0 with the reason;
+- afterwards every process the job started is killed, found by a per-job marker in its environment.
+
+This file has no package-relative imports: the grader runs it as a script (``python -P sandbox.py``), so a
+job does not pay for importing torch before the student kernel even starts.
+"""
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+#: environment variables a student kernel may see (plus the ones the sandbox sets itself)
+PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "TL_COURSE_PROFILE", "TL_COURSE_DATA",
+            "TL_COURSE_CACHE", "TL_COURSE_CACHE_MAX_GB", "MPLBACKEND", "TORCH_HOME", "HF_HOME",
+            "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+MARKER = "TL_COURSE_GRADE_JOB"
+#: set by the grader on Ctrl-C: running jobs kill their notebooks and return at once
+STOP = threading.Event()
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------
+# The grader's side: one job in a child process with limits
+# ---------------------------------------------------------------------------------------------
+def run_job(job: dict) -> dict:
+    """Execute one submission (``job``, made by ``tl_course.grade.make_job``) and return what happened:
+    ``status`` ("graded" or "failed"), ``reason`` (one sentence when failed), ``executed`` (the executed
+    notebook, JSON text, when graded), ``seconds`` and ``timings`` (kernel start, imports, model load, tests).
+    Never raises for anything the notebook does."""
+    start = time.perf_counter()
+    token = secrets.token_hex(8)
+    base = Path(job.get("work_dir") or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    # 0711 and an unguessable name: another job's kernel (same sandbox user) cannot list or find this one
+    jobdir = Path(tempfile.mkdtemp(prefix=f"tlgrade-{token}-", dir=base))
+    os.chmod(jobdir, 0o711)
+    try:
+        _write_working_copy(job, jobdir)
+        status, reason = _run_child(job, jobdir, token)
+        out = {"status": status, "reason": reason, "executed": None, "timings": {}, "phase1": {}}
+        _kill_job_processes(token)  # before reading anything the kernel might still write
+        result_file = jobdir / "course" / "result.json"
+        if status == "graded":
+            try:
+                info = json.loads(result_file.read_text())
+                out["timings"], out["phase1"] = info.get("timings", {}), info.get("scores", {})
+                if not info.get("success"):
+                    out.update(status="failed", reason=info.get("reason") or "nbgrader could not autograde it.")
+                else:
+                    out["executed"] = Path(info["executed"]).read_text(encoding="utf-8")
+            except (OSError, ValueError, KeyError) as err:
+                out.update(status="failed",
+                           reason=f"the grading process left no readable result ({type(err).__name__}); "
+                                  "the notebook may have deleted or changed its working copy.")
+        out["seconds"] = time.perf_counter() - start
+        return out
+    finally:
+        _kill_job_processes(token)
+        shutil.rmtree(jobdir, ignore_errors=True)
+
+
+def _write_working_copy(job: dict, jobdir: Path) -> None:
+    course = jobdir / "course"
+    files = {"gradebook.db": job["gradebook"]}
+    files.update({f"source/{job['assignment']}/{name}": data for name, data in job["source"].items()})
+    files.update({f"submitted/{job['student']}/{job['assignment']}/{name}": data
+                  for name, data in job["submission"].items()})
+    for rel, data in files.items():
+        path = course / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+    for sub in ("home", "tmp", "runtime"):
+        (jobdir / sub).mkdir()
+    (course / "job.json").write_text(json.dumps({k: job[k] for k in (
+        "assignment", "student", "cell_timeout", "integrity") if k in job}))
+    user = job.get("user")
+    if user:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        for path in [jobdir, *jobdir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def sandbox_env(job: dict, jobdir: Path, token: str) -> dict:
+    """The only environment the child and the student kernel get."""
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.update(job.get("env", {}))
+    bin_dir = str(Path(sys.executable).parent)  # nbgrader runs `alembic` and `jupyter`: the ones beside this Python
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    threads = str(job.get("threads", 1))
+    env.update({name: threads for name in THREAD_ENV})
+    env.update({"HOME": str(jobdir / "home"), "TMPDIR": str(jobdir / "tmp"),
+                "JUPYTER_RUNTIME_DIR": str(jobdir / "runtime"), "JUPYTER_DATA_DIR": str(jobdir / "home"),
+                "IPYTHONDIR": str(jobdir / "home" / ".ipython"), "MPLCONFIGDIR": str(jobdir / "tmp"),
+                "PYTHONSAFEPATH": "1",  # the notebook's folder is not on sys.path: no tl_course.py look-alike
+                "PYTHONDONTWRITEBYTECODE": "1", MARKER: token})
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def _limits(memory_bytes: int | None, cpu_seconds: int | None, file_bytes: int | None):
+    def apply() -> None:
+        import ctypes
+        import resource
+
+        try:  # die with the grader (SIGKILL included): its thread that started us is gone
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+        for what, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_CPU, cpu_seconds),
+                            (resource.RLIMIT_FSIZE, file_bytes), (resource.RLIMIT_CORE, 0)):
+            if value is not None:
+                resource.setrlimit(what, (value, value))
+    return apply
+
+
+def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
+    timeout = float(job.get("timeout", 900))
+    memory = int(job["memory_gb"] * 2**30) if job.get("memory_gb") else None
+    cpu = int(timeout * max(1, int(job.get("threads", 1)))) + 60
+    cmd = [sys.executable, "-P", str(PACKAGE_DIR / "sandbox.py"), "execute", str(jobdir / "course")]
+    log = open(jobdir / "child.log", "wb")
+    kwargs = {}
+    if job.get("user"):
+        kwargs.update(user=job["user"], group=_group_of(job["user"]), extra_groups=[])
+    try:
+        proc = subprocess.Popen(cmd, cwd=jobdir / "course", env=sandbox_env(job, jobdir, token), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_limits(memory, cpu, 2**30), **kwargs)
+    except OSError as err:
+        log.close()
+        return "failed", f"the grading process could not start ({err})."
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if STOP.is_set():
+                    _kill_group(proc)
+                    return "failed", "the grader was stopped."
+                if time.monotonic() >= deadline:
+                    _kill_group(proc)
+                    return "failed", (f"the notebook ran past the time limit of {timeout:g} s for one "
+                                      "submission (an endless loop?); every test cell scores 0.")
+    except BaseException:  # Ctrl-C in the grader: take the job down with it
+        _kill_group(proc)
+        raise
+    finally:
+        log.close()
+    if code == 0:
+        return "graded", ""
+    tail = (jobdir / "child.log").read_bytes()[-3000:].decode(errors="replace")
+    if code < 0:
+        name = signal.Signals(-code).name
+        why = {"SIGXCPU": "it used up its CPU-time limit", "SIGKILL": "it was killed (out of memory?)",
+               "SIGXFSZ": "it wrote a file larger than the limit"}.get(name, f"it died of {name}")
+        return "failed", f"the grading process stopped: {why}; every test cell scores 0."
+    if "MemoryError" in tail:
+        return "failed", ("the grading process ran out of memory (the notebook allocated too much or printed "
+                          "too much output); every test cell scores 0.")
+    last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no message"]
+    return "failed", f"the grading process failed (exit {code}: {last[0].strip()[:300]}); every test cell scores 0."
+
+
+def _group_of(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _kill_job_processes(token: str) -> None:
+    """Kill every process started for this job: the kernel runs in a session of its own (jupyter_client) and
+    may have started others; the marker in their environment finds them."""
+    import psutil
+
+    needle = f"{MARKER}={token}".encode()
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    proc.kill()
+        except (OSError, psutil.Error):
+            continue
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the child: nbgrader autograde in the working copy
+# ---------------------------------------------------------------------------------------------
+def integrity_spec(package_dir: Path = PACKAGE_DIR) -> dict:
+    """What the course package looks like on disk, from its source (no import): for every module, the
+    functions and classes it defines (file and line) and the names it re-exports from its siblings."""
+    spec: dict = {"package": str(package_dir), "defs": {}, "aliases": {}}
+    for path in sorted(package_dir.glob("*.py")):
+        module = "tl_course" if path.stem == "__init__" else f"tl_course.{path.stem}"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defs, aliases = {}, {}
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defs[node.name] = ["class" if isinstance(node, ast.ClassDef) else "function", str(path)]
+            elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                for alias in node.names:
+                    aliases[alias.asname or alias.name] = [f"tl_course.{node.module}", alias.name]
+        spec["defs"][module], spec["aliases"][module] = defs, aliases
+    return spec
+
+
+#: run in the student kernel (in a namespace of its own) before and after every graded test cell; its verdict
+#: comes back through ``user_expressions``. It only reads.
+PROBE = r'''
+import os, sys
+
+def _problems(spec):
+    out = []
+    for name, mod in list(sys.modules.items()):
+        if (name == "tl_course" or name.startswith("tl_course.")) and mod is not None:
+            where = os.path.realpath(str(getattr(mod, "__file__", "") or ""))
+            if not where.startswith(spec["package"] + os.sep):
+                out.append(f"{name} is loaded from {where or 'nowhere'}, not from the course package")
+    for name, defs in spec["defs"].items():
+        mod = sys.modules.get(name)
+        if mod is None:
+            continue
+        for attr, (kind, path) in defs.items():
+            obj = mod.__dict__.get(attr)
+            if kind == "class":
+                ok = isinstance(obj, type) and obj.__module__ == name
+            else:
+                code = getattr(getattr(obj, "__wrapped__", obj), "__code__", None)
+                ok = code is not None and os.path.realpath(code.co_filename) == os.path.realpath(path)
+            if not ok:
+                out.append(f"{name}.{attr} was deleted or replaced (the course defines it in {os.path.basename(path)})")
+    for name, aliases in spec["aliases"].items():
+        mod = sys.modules.get(name)
+        for attr, (src, orig) in aliases.items():
+            if mod is not None and sys.modules.get(src) is not None and \
+                    mod.__dict__.get(attr) is not sys.modules[src].__dict__.get(orig):
+                out.append(f"{name}.{attr} is no longer {src}.{orig}")
+    return out
+
+result = _problems(SPEC)
+'''
+
+
+def _guarded_execute_class():
+    from nbgrader.preprocessors import Execute
+
+    class GuardedExecute(Execute):
+        """nbgrader's Execute, plus the integrity probe around every graded test cell: if the notebook
+        replaced or patched ``tl_course``, the cell gets an error output (nbgrader then scores it 0)."""
+
+        probe_source = ""
+
+        async def _probe(self) -> list[str]:
+            try:
+                expression = f"(lambda ns: (exec({self.probe_source!r}, ns), ns['result'])[1])({{}})"
+                msg_id = self.kc.execute("", silent=True, store_history=False,
+                                         user_expressions={"problems": expression})
+                reply = await self.async_wait_for_reply(msg_id)
+                value = reply["content"]["user_expressions"]["problems"]
+                if value.get("status") != "ok":
+                    return [f"the course's integrity check could not run ({value.get('ename')})"]
+                return ast.literal_eval(value["data"]["text/plain"])
+            except Exception as err:  # noqa: BLE001 - a dead or hijacked kernel is a failed check
+                return [f"the course's integrity check could not run ({type(err).__name__})"]
+
+        async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            graded = cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
+            before = await self._probe() if graded else []
+            cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            if graded:
+                problems = before + [p for p in await self._probe() if p not in before]
+                if problems:
+                    from nbformat.v4 import new_output
+
+                    text = ("The notebook changed the course package, so this test cannot be trusted: "
+                            + "; ".join(problems[:3]) + ".")
+                    cell.outputs.append(new_output("error", ename="CourseCodeModified", evalue=text,
+                                                   traceback=[f"CourseCodeModified: {text}"]))
+            return cell
+
+    return GuardedExecute
+
+
+def _execute(course: Path) -> int:
+    """In the child: autograde ``submitted/<student>/<assignment>`` against the private gradebook."""
+    job = json.loads((course / "job.json").read_text())
+    assignment, student = job["assignment"], job["student"]
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.preprocessors import Execute
+    from nbgrader.converters import Autograde
+    from traitlets.config import Config
+
+    guarded = _guarded_execute_class()
+    guarded.probe_source = (PROBE.replace("SPEC", repr(integrity_spec())) if job.get("integrity", True)
+                            else "result = []")
+    config = Config()
+    config.CourseDirectory.root = str(course)
+    config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
+    config.CourseDirectory.source_directory = "source"
+    config.CourseDirectory.course_id = "transfer-learning-cv"
+    config.Execute.timeout = int(job.get("cell_timeout") or 300)
+    config.Autograde.autograde_preprocessors = [guarded if p is Execute else p
+                                                for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
+    api = NbGraderAPI(CourseDirectory(config=config), config=config)
+    t0 = time.time()
+    result = api.autograde(assignment, student, force=True, create=True)
+    executed = course / "autograded" / student / assignment / f"{assignment}.ipynb"
+    info = {"success": bool(result.get("success")) and executed.exists(), "executed": str(executed),
+            "reason": _autograde_failure(result) if not result.get("success") else "",
+            "timings": _timings(executed, t0) if executed.exists() else {}, "scores": {}}
+    (course / "result.json").write_text(json.dumps(info))
+    return 0
+
+
+def _autograde_failure(result: dict) -> str:
+    text = (result.get("error") or "") + "\n" + (result.get("log") or "")
+    if "DeadKernelError" in text or "Kernel died" in text:
+        return "the notebook's kernel died (os._exit, a crash or the memory limit); every test cell scores 0."
+    if "CellTimeoutError" in text or "Timeout" in text:
+        return "a cell ran past the time limit and could not be interrupted; every test cell scores 0."
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"nbgrader could not autograde it ({lines[-1][:300] if lines else 'no message'}); every test cell scores 0."
+
+
+def _timings(executed: Path, t0: float) -> dict:
+    """Where the time went, from nbclient's per-cell timestamps: kernel start, imports (the setup cell),
+    model load (cells calling load_pretrained outside tests), tests (graded cells), the rest."""
+    import nbformat
+    from datetime import datetime
+
+    nb = nbformat.read(executed, as_version=4)
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()  # noqa: E731
+    out = {"kernel_start": 0.0, "imports": 0.0, "model_load": 0.0, "tests": 0.0, "other": 0.0}
+    first = None
+    for cell in nb.cells:
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" not in timing or "shell.execute_reply" not in timing:
+            continue
+        begin, end = parse(timing["iopub.execute_input"]), parse(timing["shell.execute_reply"])
+        first = begin if first is None else first
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade_id") == "setup":
+            key = "imports"
+        elif meta.get("grade") and not meta.get("solution"):
+            key = "tests"
+        elif "load_pretrained(" in cell.source:
+            key = "model_load"
+        else:
+            key = "other"
+        out[key] += end - begin
+    if first is not None:
+        out["kernel_start"] = max(0.0, first - t0)
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "execute":
+        sys.exit(_execute(Path(sys.argv[2])))
+    sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by tl_course.grade, not by hand)")
