@@ -81,7 +81,7 @@ class Options:
     timeout: float = 900.0             #: wall-clock seconds for one submission
     cell_timeout: int | None = None    #: nbgrader's per-cell timeout (default: nbgrader_config.py's)
     memory_gb: float | None = 8.0      #: address-space limit of one submission's processes
-    user: str | None = None            #: run the notebooks as this user (needs root); None: as yourself
+    isolation: str = "auto"            #: "namespaces" (read-only system, hidden course; needs root), "none", "auto"
     force: bool = False                #: regrade everything
     retries: int = 1                   #: re-run a failed submission this many times (a neighbour may have hurt it)
     warm: bool = True                  #: run each instructor solution once first, to fill the shared caches
@@ -380,8 +380,17 @@ def make_job(template: dict, sub: Submission, opts: Options, threads: int, trust
     """One self-contained job for :func:`tl_course.sandbox.run_job` (JSON-able, so it travels to Dask)."""
     return {**template, "student": sub.student, "submission": _b64_files(sub.folder),
             "timeout": opts.timeout, "cell_timeout": opts.cell_timeout, "memory_gb": opts.memory_gb,
-            "threads": threads, "user": None if trusted else opts.user, "integrity": True,
+            "threads": threads, "isolation": opts.isolation, "integrity": True,
+            "hide": [] if trusted else _hidden_paths(Path(opts.course).resolve()),
             "env": dict(opts.env), "work_dir": str(opts.work_dir) if opts.work_dir else None}
+
+
+def _hidden_paths(course: Path) -> list[str]:
+    """What a student notebook must not read: the course folder (gradebook, configuration, other
+    students' work) and the usual credential files of whoever runs the grader."""
+    home = Path.home()
+    return [str(course)] + [str(home / p) for p in (".pgpass", ".ssh", ".aws", ".netrc", ".config/gcloud",
+                                                     ".dask", ".jupyter")]
 
 
 def _template(config, assignment: str, work: Path) -> dict:
@@ -499,7 +508,8 @@ def grade_class(opts: Options) -> Report:
         report.csv, report.summary = write_reports(config, engine, ledger, opts.out or course / "grading")
         report.seconds = time.perf_counter() - start
         return report
-    _check_user(opts.user)
+    if opts.isolation == "namespaces" and not sandbox.namespaces_available():
+        raise GradingError("--isolation namespaces needs root and util-linux's unshare and setpriv on this machine.")
     with engine_executor(workers, opts.scheduler) as ex:
         if opts.warm:
             _warm(ex, config, templates, opts, threads, work)
@@ -514,27 +524,6 @@ def _ledger_rows(engine, ledger) -> dict[tuple[str, str], str]:
 
     with engine.connect() as conn:
         return {(r.student_id, r.assignment_id): r.digest for r in conn.execute(sa.select(ledger))}
-
-
-def _check_user(user: str | None) -> None:
-    if not user:
-        return
-    import pwd
-    import subprocess
-
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        raise GradingError(f"There is no user {user!r} to run the notebooks as: create it or leave out --user.") from None
-    if os.geteuid() != 0:
-        raise GradingError(f"Running the notebooks as {user!r} needs root: run the grader as root or leave out --user.")
-    probe = subprocess.run([sys.executable, "-c", "import nbgrader, tl_course.sandbox"], user=user,
-                           capture_output=True, text=True, cwd="/", env={"PATH": os.environ.get("PATH", ""),
-                                                                         **({"PYTHONPATH": os.environ["PYTHONPATH"]}
-                                                                            if "PYTHONPATH" in os.environ else {})})
-    if probe.returncode != 0:
-        raise GradingError(f"The user {user!r} cannot run this Python and the course package "
-                           f"({(probe.stderr.strip().splitlines() or ['?'])[-1]}): make them readable to it.")
 
 
 def _warm(ex, config, templates: dict, opts: Options, threads: int, work: Path) -> None:
@@ -701,7 +690,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
     p.add_argument("--timeout", type=float, default=900.0, help="seconds one submission may run (default 900)")
     p.add_argument("--cell-timeout", type=int, help="seconds one cell may run (default: nbgrader_config.py)")
     p.add_argument("--memory-gb", type=float, default=8.0, help="memory limit per submission (default 8)")
-    p.add_argument("--user", help="run the notebooks as this unprivileged user (the grader must be root)")
+    p.add_argument("--isolation", choices=["auto", "namespaces", "none"], default="auto",
+                   help="namespaces: each notebook sees a read-only system and no course folder (needs root); "
+                        "auto: namespaces where possible (default)")
     p.add_argument("--force", action="store_true", help="regrade every submission, changed or not")
     p.add_argument("--retries", type=int, default=1, help="re-runs of a submission that could not run (default 1)")
     p.add_argument("--no-warm", action="store_true", help="do not run the solutions first to fill the caches")
@@ -738,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = Options(course=course, assignments=args.assignment, students=args.student, db_url=args.db_url,
                        workers=args.workers, threads=args.threads,
                        scheduler=args.scheduler or ("local" if args.dask else None), timeout=args.timeout,
-                       cell_timeout=args.cell_timeout, memory_gb=args.memory_gb, user=args.user,
+                       cell_timeout=args.cell_timeout, memory_gb=args.memory_gb, isolation=args.isolation,
                        force=args.force, retries=args.retries, warm=not args.no_warm, out=args.out,
                        progress=not args.quiet, feedback=not args.no_feedback)
         report = grade_class(opts)

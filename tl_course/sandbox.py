@@ -16,8 +16,11 @@ What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
 - a **scrubbed environment**: only the variables the course needs (``TL_COURSE_*``, ``PATH``, thread
   counts) pass; ``HOME``, ``TMPDIR`` and Jupyter's folders point inside the working copy;
 - **limits** on the whole process tree: wall-clock time (the process group is killed), memory (address
-  space), CPU seconds, file size, and nbgrader's per-cell timeout; optionally another user
-  (``user=``, when the grader runs as root), so the kernel cannot write the shared caches or the course;
+  space), CPU seconds, file size, and nbgrader's per-cell timeout;
+- where the grader runs as root, **namespaces** (:func:`isolated_command`): the whole file system
+  read-only except the job's own folder (so the shared caches, the photos and the course package cannot
+  be changed), the course folder and credential files hidden, the grader's processes invisible, and
+  every capability dropped;
 - an **integrity check** around every graded test cell (:class:`GuardedExecute`): if ``tl_course`` was
   replaced or monkey-patched by the notebook, that cell scores 0 with the reason;
 - afterwards every process the job started is killed, found by a per-job marker in its environment.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import json
 import os
 import secrets
@@ -62,10 +66,12 @@ def run_job(job: dict) -> dict:
     Never raises for anything the notebook does."""
     start = time.perf_counter()
     token = secrets.token_hex(8)
-    base = Path(job.get("work_dir") or tempfile.gettempdir())
+    # jobs live in a folder only the grader can list (0711), under unguessable names: another job's kernel
+    # cannot find this one's working copy
+    base = Path(job.get("work_dir") or tempfile.gettempdir()) / f"tl_course-grade-{os.getuid()}"
     base.mkdir(parents=True, exist_ok=True)
-    # 0711 and an unguessable name: another job's kernel (same sandbox user) cannot list or find this one
-    jobdir = Path(tempfile.mkdtemp(prefix=f"tlgrade-{token}-", dir=base))
+    os.chmod(base, 0o711)
+    jobdir = Path(tempfile.mkdtemp(prefix=f"job-{token}-", dir=base))
     os.chmod(jobdir, 0o711)
     try:
         _write_working_copy(job, jobdir)
@@ -106,13 +112,7 @@ def _write_working_copy(job: dict, jobdir: Path) -> None:
         (jobdir / sub).mkdir()
     (course / "job.json").write_text(json.dumps({k: job[k] for k in (
         "assignment", "student", "cell_timeout", "integrity") if k in job}))
-    user = job.get("user")
-    if user:
-        import pwd
 
-        entry = pwd.getpwnam(user)
-        for path in [jobdir, *jobdir.rglob("*")]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def sandbox_env(job: dict, jobdir: Path, token: str) -> dict:
@@ -154,14 +154,17 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
     memory = int(job["memory_gb"] * 2**30) if job.get("memory_gb") else None
     cpu = int(timeout * max(1, int(job.get("threads", 1)))) + 60
     cmd = [sys.executable, "-P", str(PACKAGE_DIR / "sandbox.py"), "execute", str(jobdir / "course")]
+    isolated = job.get("isolation", "auto") != "none" and namespaces_available()
+    if job.get("isolation") == "namespaces" and not isolated:
+        return "failed", ("the grader was asked for --isolation namespaces, but this machine cannot make them "
+                          "(it needs root and util-linux unshare).")
+    if isolated:
+        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []))
     log = open(jobdir / "child.log", "wb")
-    kwargs = {}
-    if job.get("user"):
-        kwargs.update(user=job["user"], group=_group_of(job["user"]), extra_groups=[])
     try:
-        proc = subprocess.Popen(cmd, cwd=jobdir / "course", env=sandbox_env(job, jobdir, token), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_limits(memory, cpu, 2**30), **kwargs)
+        proc = subprocess.Popen(cmd, cwd=jobdir / "course", env=sandbox_env(job, jobdir, token),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_limits(memory, cpu, 2**30))
     except OSError as err:
         log.close()
         return "failed", f"the grading process could not start ({err})."
@@ -186,7 +189,10 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
         log.close()
     if code == 0:
         return "graded", ""
-    tail = (jobdir / "child.log").read_bytes()[-3000:].decode(errors="replace")
+    try:
+        tail = (jobdir / "child.log").read_bytes()[-3000:].decode(errors="replace")
+    except OSError:
+        tail = "its working copy was deleted"
     if code < 0:
         name = signal.Signals(-code).name
         why = {"SIGXCPU": "it used up its CPU-time limit", "SIGKILL": "it was killed (out of memory?)",
@@ -199,10 +205,36 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
     return "failed", f"the grading process failed (exit {code}: {last[0].strip()[:300]}); every test cell scores 0."
 
 
-def _group_of(user: str) -> int:
-    import pwd
+@functools.lru_cache(maxsize=None)
+def namespaces_available() -> bool:
+    """Whether this machine can put a job in its own mount and PID namespaces (root, util-linux)."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
+                           capture_output=True)
+    return probe.returncode == 0
 
-    return pwd.getpwnam(user).pw_gid
+
+def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = ()) -> list[str]:
+    """``cmd`` inside new mount and PID namespaces: the whole file system read-only except the job's own
+    folder and a private /dev/shm, the course folder and credential files hidden, the grader's processes
+    invisible, and every capability dropped (so the notebook, root or not, cannot remount anything).
+    Killing the namespace's first process kills every process the notebook started."""
+    import shlex
+
+    q = shlex.quote
+    steps = ["mount --make-rprivate /", f"mount --bind {q(str(jobdir))} {q(str(jobdir))}",
+             "mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm"]
+    for path in hide:
+        if os.path.isdir(path):
+            steps.append(f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(path)}")
+        elif os.path.exists(path):
+            steps.append(f"mount --bind /dev/null {q(path)}")
+    steps.append("mount -o remount,bind,ro /")
+    steps.append("exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "
+                 + " ".join(q(c) for c in cmd))
+    return ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
+            "sh", "-ec", " && ".join(steps)]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -287,6 +319,7 @@ result = _problems(SPEC)
 
 
 def _guarded_execute_class():
+    from nbclient.util import run_sync
     from nbgrader.preprocessors import Execute
 
     class GuardedExecute(Execute):
@@ -323,6 +356,9 @@ def _guarded_execute_class():
                     cell.outputs.append(new_output("error", ename="CourseCodeModified", evalue=text,
                                                    traceback=[f"CourseCodeModified: {text}"]))
             return cell
+
+        # nbclient binds its synchronous wrapper to the base class's coroutine: bind it to ours
+        execute_cell = run_sync(async_execute_cell)
 
     return GuardedExecute
 

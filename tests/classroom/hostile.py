@@ -1,0 +1,101 @@
+"""Hostile submissions for the class-grading test: what each does and what it must score.
+
+Each entry: the answer cells it changes (grade id -> source, added to or replacing the reference) and the
+points every graded cell must get (cells not named keep full points). The assignment is
+ch02_cat_detector, the cheapest notebook to run.
+"""
+ASSIGNMENT = "ch02_cat_detector"
+
+_CAT_LABEL = '''def cat_label(breed):
+    """0 for Bengal (Tigger), 1 for Russian_Blue (Misty), 2 for every other breed (neither)."""
+    return {"Bengal": 0, "Russian_Blue": 1}.get(breed, 2)
+'''
+
+HOSTILE = {
+    # loops forever inside the function a test calls: that test cell hits the cell timeout
+    "loop": {"cells": {"cat_label": "def cat_label(breed):\n    while True:\n        pass\n"},
+             "expect": {"test_cat_label": 0}, "reason": "CellTimeoutError"},
+    # kills its own kernel: nothing after it can run, the whole submission scores 0 with the reason
+    "kill": {"cells": {"cat_label": _CAT_LABEL + "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"},
+             "expect": "zero", "reason": "kernel died"},
+    # asks for 50 GB in the function four tests call: the memory limit turns it into a MemoryError there
+    "memory": {"cells": {"split_per_class": "SPLIT_PER_CLASS_WITH_HOG"},
+               "expect": {"test_split_counts": 0, "test_split_no_overlap": 0, "test_split_seeded": 0,
+                          "test_split_stable_test_set": 0}, "reason": "MemoryError"},
+    # prints 200 MB: nbgrader's LimitOutput trims it, nothing else happens
+    "flood": {"cells": {"cat_label": _CAT_LABEL + "\nfor _ in range(200):\n    print('x' * 1_000_000)\n"},
+              "expect": {}, "reason": ""},
+    # deletes what it can reach around it: the shared feature cache, the photos, the course package
+    "delete": {"cells": {"cat_label": _CAT_LABEL + '''
+import os, shutil, tl_course
+for _p in (os.environ.get("TL_COURSE_CACHE"), os.environ.get("TL_COURSE_DATA"),
+           os.path.dirname(tl_course.__file__)):
+    if _p:
+        shutil.rmtree(_p, ignore_errors=True)
+'''}, "expect": {}, "reason": ""},
+    # monkey-patches the course package the hidden tests import
+    "patch": {"cells": {"cat_label": _CAT_LABEL + '''
+import tl_course.data
+tl_course.data.breed_of = lambda path: "Bengal"
+'''}, "expect": "zero", "reason": "CourseCodeModified"},
+    # brings its own tl_course module and puts it first on sys.path
+    "fake_module": {"cells": {"split_per_class": "SPLIT_PER_CLASS_WITH_FAKE"},
+                    "expect": {"test_split_counts": 0, "test_split_no_overlap": 0, "test_split_seeded": 0,
+                               "test_split_stable_test_set": 0, "test_q_selection": 0},
+                    "reason": "CourseCodeModified"},
+    # looks for the gradebook's credentials in its environment and its parents'
+    "snoop": {"cells": {"q_selection": '''def answer_selection():
+    """Your choice: "a", "b" or "c"."""
+    return "b"
+
+import os
+print(dict(os.environ))
+_pid = os.getpid()
+while _pid > 1:
+    for _what in ("environ", "cmdline"):
+        try:
+            print(_pid, _what, open(f"/proc/{_pid}/{_what}", "rb").read())
+        except OSError as _err:
+            print(_pid, _what, "unreadable:", _err)
+    _pid = int(open(f"/proc/{_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+'''}, "expect": {}, "reason": ""},
+}
+
+_FAKE = '''
+import os, sys
+with open(os.path.join(os.getcwd(), "tl_course.py"), "w") as _f:
+    _f.write("def find_pet_images(*a, **k):\\n    return [], []\\n"
+             "def get_profile(*a, **k):\\n    raise SystemExit\\n")
+sys.path.insert(0, os.getcwd())
+for _m in [m for m in sys.modules if m == "tl_course" or m.startswith("tl_course.")]:
+    del sys.modules[_m]
+'''
+
+
+def sources(reference: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Every hostile submission's answer cells, given the reference answer cells (grade id -> source)."""
+    hog = _insert_first_line(reference["split_per_class"], "def split_per_class", "    _hog = bytearray(50 * 2**30)")
+    out = {}
+    for name, spec in HOSTILE.items():
+        cells = {}
+        for gid, src in spec["cells"].items():
+            if src == "SPLIT_PER_CLASS_WITH_HOG":
+                src = hog
+            elif src == "SPLIT_PER_CLASS_WITH_FAKE":
+                src = reference["split_per_class"] + "\n" + _FAKE
+            cells[gid] = src
+        out[name] = cells
+    return out
+
+
+def _insert_first_line(source: str, signature: str, line: str) -> str:
+    """``line`` as the first statement of the function starting with ``signature`` (after its docstring)."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and source.splitlines()[node.lineno - 1].startswith(signature):
+            lines = source.splitlines()
+            lines.insert(node.body[0].lineno - 1, line)
+            return "\n".join(lines) + "\n"
+    raise ValueError(f"no function {signature!r} in the reference")
