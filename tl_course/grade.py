@@ -314,6 +314,8 @@ def _replay_class():
                         if cell.cell_type == "code":
                             cell.outputs = done.get("outputs", [])
                             cell.execution_count = done.get("execution_count")
+                            if "execution" in done.get("metadata", {}):  # nbclient's per-cell timing
+                                cell.metadata["execution"] = done.metadata["execution"]
                     return nb, resources
                 reason = "the executed notebook does not match the submission (it was changed while it ran)."
             text = f"Not graded: {reason}"
