@@ -32,7 +32,10 @@ import difflib
 import importlib.util
 import symtable
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -360,14 +363,15 @@ def validation(course) -> dict:
 
 @dataclass
 class Graded:
-    """What the gradebook says after autograding every submission of one assignment."""
+    """What the class gradebook says about one assignment's submissions, by role (reference, blank, ...)."""
 
     course: Course
-    results: dict[str, dict]  #: student -> nbgrader API result (success, log, error)
+    results: dict[str, dict]  #: role -> {"success": executed and recorded without a failure, "reason": ...}
     score: dict[str, float]
     max_score: dict[str, float]
-    cells: dict[str, dict[str, tuple[float, float]]]  #: student -> grade_id -> (score, max_score)
-    student_of: dict[str, str] = field(default_factory=dict)  #: mistake -> the student (submission) holding it
+    cells: dict[str, dict[str, tuple[float, float]]]  #: role -> grade_id -> (score, max_score)
+    student_of: dict[str, str] = field(default_factory=dict)  #: mistake -> the role (submission) holding it
+    paths: dict[str, tuple[Path, Path]] = field(default_factory=dict)  #: role -> (autograded notebook, feedback)
 
 
 def group_enabled() -> bool:
@@ -375,64 +379,213 @@ def group_enabled() -> bool:
 
 
 @pytest.fixture(scope="session")
-def graded(course) -> Graded:
-    """Autograde reference, blank, the alternative answer and the known mistakes (grouped where valid)."""
+def graded(course, classroom) -> Graded:
+    """One assignment's view of the class graded by ``python -m tl_course.grade`` (see :func:`classroom`)."""
     if course.assignment_id not in _GRADED:
-        _GRADED[course.assignment_id] = _autograde_all(course)
+        _GRADED[course.assignment_id] = classroom.graded(course)
     return _GRADED[course.assignment_id]
 
 
-def _autograde_all(course: Course) -> Graded:
-    from nbgrader.api import Gradebook
-    from sqlalchemy.exc import SAWarning
+# ---------------------------------------------------------------------------------------------
+# The whole class: 20+ students x every assignment, graded in parallel into a real PostgreSQL
+# ---------------------------------------------------------------------------------------------
+N_STUDENTS = 20
+CLASS_WORKERS = 2
+CLASS_CELL_TIMEOUT = 60  # the hostile endless loop costs this much; every honest cell runs far below it
+sys.path.insert(0, str(Path(__file__).resolve().parent / "classroom"))
+import hostile  # noqa: E402
+from postgres import throwaway_postgres  # noqa: E402
 
-    loaded = load_mistakes(course.assignment_id)
+
+def class_roles(assignment_id: str, source: Path) -> dict[str, dict[str, str]]:
+    """Role -> answer cells that differ from the reference, for one assignment: reference, blank,
+    alternative, the catalogued mistakes (grouped where that stays a valid proof), the hostile
+    submissions (``tests/classroom/hostile.py``, one assignment), then copies of the reference and of the
+    blank notebook until the class has ``N_STUDENTS`` students. ``None`` marks the blank notebook."""
+    loaded = load_mistakes(assignment_id)
     mistakes = loaded.MISTAKES if loaded else {}
-    submissions = {
-        "reference": nbformat.read(course.source, as_version=4),
-        "blank": nbformat.read(course.released, as_version=4),
-    }
+    roles: dict[str, dict[str, str] | None] = {"reference": {}, "blank": None}
     if loaded and loaded.ALTERNATIVE:
-        submissions["alternative"] = filled_submission(course.released, course.source, loaded.ALTERNATIVE)
-    if group_enabled():
-        groups = group_mistakes(mistakes, loaded.MUST_FAIL, notebook_layout(course.source)) if mistakes else []
-    else:
-        groups = [(name,) for name in mistakes]
-    student_of = {}
+        roles["alternative"] = dict(loaded.ALTERNATIVE)
+    groups = (group_mistakes(mistakes, loaded.MUST_FAIL, notebook_layout(source)) if group_enabled()
+              else [(name,) for name in mistakes]) if mistakes else []
     for group in groups:
-        replacements = {gid: src for name in group for gid, src in mistakes[name].items()}
-        submissions[student_id(group)] = filled_submission(course.released, course.source, replacements)
-        student_of.update({name: student_id(group) for name in group})
+        roles[student_id(group)] = {gid: src for name in group for gid, src in mistakes[name].items()}
+    if assignment_id == hostile.ASSIGNMENT:
+        reference = {gid: src for kind, gid, src in notebook_layout(source) if kind == "answer"}
+        for name, cells in hostile.sources(reference).items():
+            roles[f"hostile-{name}"] = cells
+    k = 0
+    while len(roles) < N_STUDENTS:
+        k += 1
+        roles[f"reference-copy-{k}"] = {}
+        if len(roles) < N_STUDENTS:
+            roles[f"blank-copy-{k}"] = None
+    return roles
 
-    with Gradebook(course.db_url) as gb:
-        for student in submissions:
-            gb.update_or_create_student(student)
-    results = {}
-    for student, nb in submissions.items():
-        folder = course.root / "submitted" / student / course.assignment_id
-        folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, folder / f"{course.assignment_id}.ipynb")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SAWarning)  # nbgrader's own "not in session" notices
-            results[student] = course.timed(f"autograde {student}", course.api.autograde, course.assignment_id,
-                                            student, force=True, create=True)
 
-    score, max_score, cells = {}, {}, {}
-    with warnings.catch_warnings(), Gradebook(course.db_url) as gb:
-        warnings.simplefilter("ignore", SAWarning)
-        for student in submissions:
-            if not results[student]["success"]:
-                continue
-            submission = gb.find_submission(course.assignment_id, student)
-            score[student], max_score[student] = submission.score, submission.max_score
-            cells[student] = {grade.name: (grade.score, grade.max_score)
-                              for notebook in submission.notebooks for grade in notebook.grades}
-    summary = ", ".join(f"{s} {score[s]:g}/{max_score[s]:g}" for s in score)
-    autogrades = [v for k, v in course.seconds.items() if k.startswith("autograde")]
-    print(f"\n[{course.assignment_id}] scores: {summary}")
-    print(f"[{course.assignment_id}] {len(mistakes)} mistakes in {len(groups)} submissions; "
-          f"{len(autogrades)} autogrades, {sum(autogrades):.1f} s")
-    return Graded(course, results, score, max_score, cells, student_of)
+def expected_cells(assignment_id: str, source: Path, role: str, changed: dict[str, str] | None) -> dict[str, float | None]:
+    """What every graded test cell must score for a role (``None``: not determined in advance, e.g. a cell a
+    mistake's answer cells can reach that the catalogue does not name)."""
+    points = {nbgrader_meta(c)["grade_id"]: float(nbgrader_meta(c).get("points", 0))
+              for c in nbformat.read(source, as_version=4).cells
+              if nbgrader_meta(c).get("grade") and not nbgrader_meta(c).get("solution")}
+    if changed is None:
+        return {g: 0.0 for g in points}
+    if role.startswith("hostile-"):
+        expect = hostile.HOSTILE[role[len("hostile-"):]]["expect"]
+        return {g: 0.0 if expect == "zero" else expect.get(g, p) for g, p in points.items()}
+    if not role.startswith("mistake-"):
+        return dict(points)
+    loaded = load_mistakes(assignment_id)
+    members = [m for m in loaded.MISTAKES if student_id(m) == role or m in role[len("mistake-"):].split("+")]
+    must_fail = {t for m in members for t in loaded.MUST_FAIL[m]}
+    cells = [(kind, gid, [src] + ([changed[gid]] if kind == "answer" and gid in changed else []))
+             for kind, gid, src in notebook_layout(source)]
+    deps = cell_dependencies(cells)
+    return {g: 0.0 if g in must_fail else (p if not (deps.get(g, set()) & set(changed)) else None)
+            for g, p in points.items()}
+
+
+@dataclass
+class Classroom:
+    root: Path
+    db_url: str
+    student: dict[str, dict[str, str]]           #: assignment -> role -> student id
+    expected: dict[tuple[str, str], dict]        #: (student, assignment) -> grade_id -> points or None
+    runs: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
+    ledger_at_kill: int = 0
+    dumps: dict[str, dict] = field(default_factory=dict)
+    changed: tuple[str, str] | None = None       #: the submission changed before the last run
+
+    def gradebook(self):
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.db_url)
+
+    def graded(self, course: Course) -> Graded:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import SAWarning
+
+        a = course.assignment_id
+        engine = sa.create_engine(self.db_url)
+        with engine.connect() as conn:
+            ledger = {(r.student_id, r.assignment_id): r for r in conn.execute(sa.text(
+                "SELECT student_id, assignment_id, status, reason FROM tl_course_grading"))}
+        engine.dispose()
+        results, score, max_score, cells, paths = {}, {}, {}, {}, {}
+        with warnings.catch_warnings(), self.gradebook() as gb:
+            warnings.simplefilter("ignore", SAWarning)
+            for role, sid in self.student[a].items():
+                row = ledger.get((sid, a))
+                results[role] = {"success": bool(row) and row.status == "graded",
+                                 "error": row.reason if row else "never graded", "log": ""}
+                submission = gb.find_submission(a, sid)
+                score[role], max_score[role] = submission.score, submission.max_score
+                cells[role] = {g.name: (g.score, g.max_score) for nb in submission.notebooks for g in nb.grades}
+                paths[role] = (self.root / "autograded" / sid / a / f"{a}.ipynb",
+                               self.root / "feedback" / sid / a / f"{a}.html")
+        loaded = load_mistakes(a)
+        student_of = {m: role for role in self.student[a] if role.startswith("mistake-")
+                      for m in (loaded.MISTAKES if loaded else {}) if m in role[len("mistake-"):].split("+")}
+        return Graded(course, results, score, max_score, cells, student_of, paths)
+
+    def dump(self) -> dict:
+        """Every grade in the gradebook: (student, assignment, cell) -> score, plus the row counts."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT s.student_id, a.name, gc.name, g.auto_score, g.manual_score "
+                "FROM grade g JOIN submitted_notebook n ON g.notebook_id = n.id "
+                "JOIN submitted_assignment s ON n.assignment_id = s.id JOIN assignment a ON s.assignment_id = a.id "
+                "JOIN grade_cells gc ON g.cell_id = gc.id")).all()
+            submissions = conn.execute(sa.text("SELECT count(*), count(DISTINCT (student_id, assignment_id)) "
+                                               "FROM submitted_assignment")).one()
+        engine.dispose()
+        return {"grades": {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}, "rows": len(rows),
+                "submissions": tuple(submissions)}
+
+
+def _grader(root: Path, env: dict, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tl_course.grade", "--course", str(root), "--workers", str(CLASS_WORKERS),
+            "--threads", "1", "--cell-timeout", str(CLASS_CELL_TIMEOUT), "--quiet", *extra]
+
+
+def _ledger_count(db_url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM tl_course_grading")).scalar()
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def classroom(kernel_env, tmp_path_factory):
+    """A class of ``N_STUDENTS`` students x every assignment (reference, blank, alternative, catalogued
+    mistakes, hostile submissions, copies), graded by ``python -m tl_course.grade`` with two workers into
+    a throwaway PostgreSQL whose URL reaches the grader only through ``TL_COURSE_GRADEBOOK``:
+
+    1. the first run is killed (SIGKILL, whole process group) once a third of the class is recorded;
+    2. the second run grades the rest; 3. the third finds nothing to do;
+    4. one submission is changed and the fourth run regrades exactly that one.
+    """
+    import tempfile
+
+    with throwaway_postgres() as db_url:
+        root = Path(tempfile.mkdtemp(prefix="tl-class-"))
+        os.chmod(root, 0o755)
+        shutil.copy(ROOT / "nbgrader_config.py", root)
+        student: dict[str, dict[str, str]] = {}
+        expected = {}
+        for a in ASSIGNMENTS:
+            shutil.copytree(ROOT / "solutions" / a, root / "solutions" / a)
+            source, released = ROOT / "solutions" / a / f"{a}.ipynb", ROOT / "notebooks" / a / f"{a}.ipynb"
+            roles = class_roles(a, source)
+            student[a] = {role: f"s{i + 1:02d}" for i, role in enumerate(roles)}
+            for role, changed in roles.items():
+                sid = student[a][role]
+                folder = root / "submitted" / sid / a
+                folder.mkdir(parents=True)
+                nb = (nbformat.read(released, as_version=4) if changed is None
+                      else filled_submission(released, source, changed))
+                nbformat.write(nb, folder / f"{a}.ipynb")
+                expected[(sid, a)] = expected_cells(a, source, role, changed)
+        room = Classroom(root, db_url, student, expected)
+        env = dict(os.environ, TL_COURSE_GRADEBOOK=db_url)
+        total = len(expected)
+        # 1. killed a third of the way through
+        proc = subprocess.Popen(_grader(root, env), env=env, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 3600
+        while proc.poll() is None and _ledger_count(db_url) < total // 3 and time.monotonic() < deadline:
+            time.sleep(1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        first_output = proc.communicate()[0].decode(errors="replace")
+        room.ledger_at_kill = _ledger_count(db_url)
+        room.runs["killed"] = subprocess.CompletedProcess(proc.args, proc.returncode, first_output, "")
+        # 2. resumed
+        room.runs["resumed"] = subprocess.run(_grader(root, env), env=env, capture_output=True, text=True)
+        room.dumps["resumed"] = room.dump()
+        # 3. nothing to do
+        room.runs["again"] = subprocess.run(_grader(root, env), env=env, capture_output=True, text=True)
+        room.dumps["again"] = room.dump()
+        # 4. one changed submission: a copy of the blank notebook becomes the reference
+        a = ASSIGNMENTS[0]
+        role = next(r for r in student[a] if r.startswith("blank-copy"))
+        sid = student[a][role]
+        shutil.copy(ROOT / "solutions" / a / f"{a}.ipynb", root / "submitted" / sid / a / f"{a}.ipynb")
+        room.changed = (sid, a)
+        room.runs["changed"] = subprocess.run(_grader(root, env), env=env, capture_output=True, text=True)
+        room.dumps["changed"] = room.dump()
+        yield room
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def by_assignment():
@@ -496,7 +649,7 @@ def test_reference_scores_full_marks(graded):
 
 @by_assignment()
 def test_reference_test_cells_silent_and_fast(graded):
-    nb = nbformat.read(graded.course.autograded("reference"), as_version=4)
+    nb = nbformat.read(graded.paths["reference"][0], as_version=4)
     noisy, slow = [], []
     for cell in nb.cells:
         meta = nbgrader_meta(cell)
@@ -521,11 +674,8 @@ def test_blank_notebook_scores_zero(graded):
 
 @by_assignment()
 def test_feedback_shows_the_score(graded):
-    course = graded.course
-    result = course.timed("generate_feedback", course.api.generate_feedback, course.assignment_id, "reference", force=True)
-    assert result["success"], f"generate_feedback failed:\n{result.get('error')}"
-    html = course.root / "feedback" / "reference" / course.assignment_id / f"{course.assignment_id}.html"
-    assert html.exists(), f"No feedback file {html}."
+    html = graded.paths["reference"][1]
+    assert html.exists(), f"No feedback file {html}: python -m tl_course.grade writes one per submission."
     text = html.read_text()
     score = f"{graded.score['reference']:g}"
     assert score in text and f"{graded.max_score['reference']:g}" in text, f"The feedback does not show the score {score}."
@@ -635,3 +785,115 @@ def test_grouping_keeps_dependent_mistakes_apart():
     # self-contained test cells let independent mistakes share a submission
     layout[4] = ("test", "test_g", "import math\nd = [1, 2]\nassert g(d) == 2")
     assert group_mistakes(mutating, must_fail, layout) == [("f_pops", "g_wrong")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The class as a whole (python -m tl_course.grade, PostgreSQL, killed and resumed, hostile students)
+# ---------------------------------------------------------------------------------------------
+def _final_expected(classroom) -> dict:
+    expected = dict(classroom.expected)
+    sid, a = classroom.changed
+    source = ROOT / "solutions" / a / f"{a}.ipynb"
+    expected[(sid, a)] = expected_cells(a, source, "reference", {})
+    return expected
+
+
+def _mismatches(grades: dict, expected: dict) -> list[str]:
+    out = []
+    for (sid, a), cells in expected.items():
+        for gid, want in cells.items():
+            got = grades.get((sid, a, gid))
+            if got is None:
+                out.append(f"{sid}/{a}/{gid}: no grade")
+            elif want is not None and got[0] != want:
+                out.append(f"{sid}/{a}/{gid}: {got[0]} instead of {want}")
+    return out
+
+
+def test_class_is_big_enough(classroom):
+    students = {sid for roles in classroom.student.values() for sid in roles.values()}
+    assert len(students) >= N_STUDENTS and all(len(r) >= N_STUDENTS for r in classroom.student.values())
+    roles = {role.split("-")[0] for r in classroom.student.values() for role in r}
+    assert {"reference", "blank", "alternative", "mistake", "hostile"} <= roles, roles
+
+
+def test_class_every_grade_as_expected(classroom):
+    for run in ("resumed", "again", "changed"):
+        assert classroom.runs[run].returncode == 0, f"{run}: {classroom.runs[run].stdout}{classroom.runs[run].stderr[-3000:]}"
+    determined = sum(v is not None for cells in classroom.expected.values() for v in cells.values())
+    assert determined > 0.8 * sum(len(c) for c in classroom.expected.values())
+    wrong = _mismatches(classroom.dumps["changed"]["grades"], _final_expected(classroom))
+    assert not wrong, f"{len(wrong)} grade(s) differ from the expected score:\n" + "\n".join(wrong[:40])
+
+
+def test_class_no_grade_lost_or_doubled(classroom):
+    dump = classroom.dumps["changed"]
+    total = len(classroom.expected)
+    assert dump["submissions"] == (total, total), f"submissions (rows, distinct) {dump['submissions']}, expected {total}"
+    cells = sum(len(c) for c in classroom.expected.values())
+    assert dump["rows"] == cells == len(dump["grades"]), f"{dump['rows']} grade rows for {cells} graded cells"
+
+
+def test_class_killed_run_resumes_to_the_same_gradebook(classroom):
+    total = len(classroom.expected)
+    assert 0 < classroom.ledger_at_kill < total, f"the first run was killed with {classroom.ledger_at_kill} of {total} recorded"
+    out = classroom.runs["resumed"].stdout
+    graded = int(re.search(r"graded (\d+), unchanged (\d+)", out).group(1))
+    assert graded == total - classroom.ledger_at_kill, out
+    wrong = _mismatches(classroom.dumps["resumed"]["grades"], classroom.expected)
+    assert not wrong, "after the resumed run:\n" + "\n".join(wrong[:40])
+
+
+def test_class_rerun_changes_nothing(classroom):
+    out = classroom.runs["again"].stdout
+    assert f"graded 0, unchanged {len(classroom.expected)}" in out, out
+    assert classroom.dumps["again"] == classroom.dumps["resumed"]
+
+
+def test_class_changed_submission_is_regraded(classroom):
+    out = classroom.runs["changed"].stdout
+    assert f"graded 1, unchanged {len(classroom.expected) - 1}" in out, out
+    sid, a = classroom.changed
+    before = {k: v for k, v in classroom.dumps["again"]["grades"].items() if k[:2] == (sid, a)}
+    after = {k: v for k, v in classroom.dumps["changed"]["grades"].items() if k[:2] == (sid, a)}
+    assert sum(v[0] for v in before.values()) == 0 and sum(v[0] for v in after.values()) == POINTS_PER_ASSIGNMENT
+    others = lambda d: {k: v for k, v in d["grades"].items() if k[:2] != (sid, a)}  # noqa: E731
+    assert others(classroom.dumps["changed"]) == others(classroom.dumps["again"])
+
+
+def test_class_hostile_submissions_cost_only_their_own_points(classroom):
+    a = hostile.ASSIGNMENT
+    import sqlalchemy as sa
+
+    password = classroom.db_url.split(":")[2].split("@")[0]
+    problems = []
+    for name, spec in hostile.HOSTILE.items():
+        sid = classroom.student[a][f"hostile-{name}"]
+        feedback = classroom.root / "feedback" / sid / a / f"{a}.html"
+        text = feedback.read_text(errors="replace") if feedback.exists() else ""
+        if spec["reason"] and spec["reason"] not in text:
+            problems.append(f"{name}: the feedback does not say {spec['reason']!r}")
+        autograded = classroom.root / "autograded" / sid / a / f"{a}.ipynb"
+        if password in text or (autograded.exists() and password in autograded.read_text(errors="replace")):
+            problems.append(f"{name}: the gradebook password reached the student's notebook")
+    assert not problems, "\n".join(problems)
+    # what the "delete" student tried to remove is all still there
+    import tl_course
+
+    assert (Path(tl_course.__file__).parent / "grade.py").exists()
+    assert Path(os.environ["TL_COURSE_DATA"]).is_dir() and any(Path(os.environ["TL_COURSE_DATA"]).iterdir())
+    engine = sa.create_engine(classroom.db_url)
+    with engine.connect() as conn:
+        failed = dict(conn.execute(sa.text("SELECT student_id, reason FROM tl_course_grading "
+                                           "WHERE status = 'failed' AND assignment_id = :a"), {"a": a}).all())
+    engine.dispose()
+    assert set(failed) == {classroom.student[a]["hostile-kill"]}, failed
+
+
+def test_class_reports(classroom):
+    import csv
+
+    rows = list(csv.DictReader((classroom.root / "grading" / "grades.csv").open()))
+    assert len(rows) == len(classroom.expected)
+    summary = (classroom.root / "grading" / "summary.md").read_text()
+    assert all(a in summary for a in ASSIGNMENTS) and "Not graded" in summary and "kernel died" in summary
