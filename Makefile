@@ -2,6 +2,7 @@
 #   make book   installs what it needs and builds the book with every chapter executed (_build/html)
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
 #   make test-fast  only the package tests (pytest -m "not slow")
+#   make grade  grade the class in submitted/ (python -m tl_course.grade; see book/instructors.md)
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ ifeq ($(TL_COURSE_DATA),)
   endif
 endif
 
-.PHONY: install book test test-fast demo bench notebooks clean
+.PHONY: install book test test-fast demo bench grade notebooks clean
 
 install: $(STAMP)
 
@@ -44,6 +45,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tl_course.bench
+
+# Grade every submitted/<student>/<assignment> of this course folder (options: make grade ARGS="--workers 4").
+grade: $(STAMP)
+	$(BIN)/python -m tl_course.grade $(ARGS)
 
 # Regenerate the student notebooks (notebooks/) from the instructor solutions (solutions/).
 notebooks: $(STAMP)
