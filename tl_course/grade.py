@@ -353,13 +353,29 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
         cfg.ReplayOutputs.executed, cfg.ReplayOutputs.failure = "", result["reason"]
     cfg.Autograde.autograde_preprocessors = [ReplayOutputs if p is Execute else p
                                              for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
-    api = _api(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy "not in session" notices
+        api = _api(cfg)
         done = api.autograde(sub.assignment, sub.student, force=True, create=True)
         if not done["success"]:
-            raise GradingError(f"nbgrader could not record {sub.student}/{sub.assignment}: "
-                               f"{(done.get('error') or done.get('log') or '').strip().splitlines()[-1:]}")
+            # nbgrader cannot even read the notebook (not JSON, cells deleted or changed in type): record the
+            # release notebook in its place, every test cell failing with the reason. The student's own file
+            # stays untouched in submitted/.
+            reason = result["reason"] if result["status"] == "failed" else sandbox._autograde_failure(done)
+            cfg.ReplayOutputs.executed, cfg.ReplayOutputs.failure = "", reason
+            standin = work / "standin"
+            shutil.rmtree(standin, ignore_errors=True)
+            folder = standin / sub.student / sub.assignment
+            release = Path(cfg.CourseDirectory.release_directory) / sub.assignment
+            shutil.copytree(release, folder)
+            if (sub.folder / "timestamp.txt").exists():
+                shutil.copy(sub.folder / "timestamp.txt", folder)
+            cfg.CourseDirectory.submitted_directory = str(standin)
+            api = _api(cfg)
+            done = api.autograde(sub.assignment, sub.student, force=True, create=True)
+            if not done["success"]:
+                raise GradingError(f"nbgrader could not record {sub.student}/{sub.assignment} even as a failure: "
+                                   f"{sandbox._autograde_failure(done)}")
         if feedback:
             api.generate_feedback(sub.assignment, sub.student, force=True)
         with Gradebook(cfg.CourseDirectory.db_url) as gb:

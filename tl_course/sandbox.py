@@ -35,6 +35,7 @@ import base64
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -395,14 +396,20 @@ def _execute(course: Path) -> int:
     return 0
 
 
+_EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$")
+
+
 def _autograde_failure(result: dict) -> str:
+    """nbgrader's failure, in one sentence: its log says "see the above traceback"; the cause is above."""
     text = (result.get("error") or "") + "\n" + (result.get("log") or "")
     if "DeadKernelError" in text or "Kernel died" in text:
         return "the notebook's kernel died (os._exit, a crash or the memory limit); every test cell scores 0."
-    if "CellTimeoutError" in text or "Timeout" in text:
+    if "CellTimeoutError" in text:
         return "a cell ran past the time limit and could not be interrupted; every test cell scores 0."
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"nbgrader could not autograde it ({lines[-1][:300] if lines else 'no message'}); every test cell scores 0."
+    causes = [f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}" for m in map(_EXCEPTION_LINE.match, text.splitlines())
+              if m and "NbGraderException" not in m.group(1)]
+    cause = causes[0] if causes else (text.strip().splitlines() or ["no message"])[-1]
+    return f"nbgrader could not grade this notebook ({cause[:300]}); every test cell scores 0."
 
 
 def _timings(executed: Path, t0: float) -> dict:
