@@ -240,6 +240,7 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
     config = course_config(course, resolve_db_url(course, db_url))
     _ensure_release(config, assignment)
     unmatched: list[str] = []
+    duplicates: list[str] = []
     collected: dict[str, list[str]] = {}
     notebook = f"{assignment}.ipynb"
 
@@ -252,6 +253,8 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
             if not info or os.path.splitext(str(info.get("file_id", "")))[0] + ".ipynb" != notebook:
                 unmatched.append(name)  # strict zip_collect skips a notebook of another name too
             else:
+                if info["student_id"] in collected:
+                    duplicates.append(f"{collected[info['student_id']][0]} and {name}")
                 collected.setdefault(info["student_id"], []).append(name)
             return info
 
@@ -264,12 +267,22 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
         shutil.rmtree(archive_dir)
     archive_dir.mkdir(parents=True)
     shutil.copy(archive, archive_dir / Path(archive).name)
+    from nbgrader.coursedir import CourseDirectory
+
     app = ZipCollectApp(config=config)
+    # without initialize() (which would parse sys.argv) the app has no CourseDirectory: give it the course's
+    app.coursedir = CourseDirectory(config=config, parent=app)
     app.coursedir.assignment_id = assignment
     with _quiet_logs(app):
         app.init_plugins()
         app.extract_archive_files()
-        app.process_extracted_files()
+        try:
+            app.process_extracted_files()
+        except SystemExit:  # nbgrader's zip_collect exits on a duplicate (and other errors it logs)
+            if duplicates:
+                raise GradingError(f"the zip holds two notebooks of one student ({'; '.join(duplicates)}): "
+                                   "delete the older one and import again.") from None
+            raise GradingError("nbgrader's zip_collect stopped (its message is above); nothing was imported.") from None
     return {"collected": collected, "unmatched": sorted(unmatched)}
 
 
@@ -437,7 +450,10 @@ def _template(config, assignment: str, work: Path) -> dict:
                                f"{(result.get('error') or '').strip().splitlines()[-1:]}")
         stamp.write_text(digest)
     return {"assignment": assignment, "gradebook": base64.b64encode(db.read_bytes()).decode(),
-            "source": _b64_files(source), "source_digest": digest}
+            # autograde copies only the non-notebook files of source/ into the student's folder: the instructor
+            # notebook (solutions, hidden tests) must not travel into a working copy the student kernel can read
+            "source": {k: v for k, v in _b64_files(source).items() if not k.endswith(".ipynb")},
+            "source_digest": digest}
 
 
 def _ensure_release(config, assignment: str, engine=None, sources=None, digest: str | None = None) -> None:

@@ -224,14 +224,25 @@ def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = ()) -> list
     import shlex
 
     q = shlex.quote
-    steps = ["mount --make-rprivate /", f"mount --bind {q(str(jobdir))} {q(str(jobdir))}",
-             "mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm"]
+    # the job's folder is moved back onto an empty folder of jobs: other notebooks graded now are not reachable
+    job, base = q(str(jobdir)), q(str(jobdir.parent))
+    steps = ["mount --make-rprivate /", "mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm",
+             f"mkdir /dev/shm/.job && mount --bind {job} /dev/shm/.job",
+             f"mount -t tmpfs -o size=1m,mode=0711 tmpfs {base}",
+             f"mkdir {job} && mount --move /dev/shm/.job {job} && rmdir /dev/shm/.job"]
     for path in hide:
         if os.path.isdir(path):
             steps.append(f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(path)}")
         elif os.path.exists(path):
             steps.append(f"mount --bind /dev/null {q(path)}")
     steps.append("mount -o remount,bind,ro /")
+    # `remount,bind,ro /` is not recursive: every other mount (a separate /home or /data, /sys/fs/cgroup, ...)
+    # would stay writable to the notebook, which is still user root. Make each one read-only, except the job's.
+    keep = " ".join(q(p) for p in (str(jobdir), "/dev/shm", "/proc", "/dev/pts"))
+    steps.append("for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do "
+                 f"case \" {keep} \" in *\" $m \"*) continue;; esac; "
+                 "mount -o remount,bind,ro \"$m\" 2>/dev/null || true; done")
+    steps.append("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
     steps.append("exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "
                  + " ".join(q(c) for c in cmd))
     return ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
