@@ -554,9 +554,12 @@ def test_documented_grade_commands_exist(path):
         f"{path.name} shows only {len(commands)} python -m tl_course.grade commands"
     for argv in commands:
         try:
-            args, _ = grade.parse_args(argv)
+            args, parser = grade.parse_args(argv)
         except SystemExit:
             pytest.fail(f"{path.name}: `python -m tl_course.grade {shlex.join(argv)}` is refused by the parser")
+        for token in argv:   # spelled out in full (argparse would also take an abbreviation)
+            if token.startswith("--"):
+                assert token.split("=")[0] in parser._option_string_actions, f"{path.name}: no option {token}"
         if args.import_zip:
             assert len(args.assignment) == 1, f"{path.name}: --import-zip needs exactly one --assignment: {argv}"
         assert not (args.db_url and "@" in args.db_url and ":" in args.db_url.split("@")[0].split("//")[-1]), \
