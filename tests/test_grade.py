@@ -205,25 +205,27 @@ def laptop():
     one notebook and run again (that one is regraded)."""
     if not PETS.is_dir():
         pytest.skip(f"no Oxford-IIIT Pet photos in {PETS} (set TL_COURSE_DATA)")
-    parent = readable_dir()
-    course = make_course(parent)
-    lms = make_zip(parent / "lms.zip", LMS_FILES)
-    out = types.SimpleNamespace(course=course, parent=parent)
-    out.first = run_grade("--course", str(course), "--import-zip", str(lms), "--assignment", ASSIGNMENT,
-                          "--quiet", cwd=parent)
-    out.grades_first = read_grades(course / "grading" / "grades.csv")
-    out.second = run_grade("--course", str(course), "--quiet", cwd=parent)
-    out.grades_second = read_grades(course / "grading" / "grades.csv")
-    out.snapshot = copy_course(course, readable_dir())   # graded once, for the tests of phase 2
-    bob = course / "submitted" / "bob" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    nb = nbformat.read(bob, as_version=4)
-    nb.cells.append(nbformat.v4.new_markdown_cell("I ran out of time."))
-    nbformat.write(nb, bob)
-    out.third = run_grade("--course", str(course), "--quiet", cwd=parent)
-    out.grades_third = read_grades(course / "grading" / "grades.csv")
-    yield out
-    shutil.rmtree(parent, ignore_errors=True)
-    shutil.rmtree(out.snapshot.parent, ignore_errors=True)
+    parent, snapshot_parent = readable_dir(), readable_dir()
+    try:
+        course = make_course(parent)
+        lms = make_zip(parent / "lms.zip", LMS_FILES)
+        out = types.SimpleNamespace(course=course, parent=parent)
+        out.first = run_grade("--course", str(course), "--import-zip", str(lms), "--assignment", ASSIGNMENT,
+                              "--quiet", cwd=parent)
+        out.grades_first = read_grades(course / "grading" / "grades.csv")
+        out.second = run_grade("--course", str(course), "--quiet", cwd=parent)
+        out.grades_second = read_grades(course / "grading" / "grades.csv")
+        out.snapshot = copy_course(course, snapshot_parent)   # graded once, for the tests of phase 2
+        bob = course / "submitted" / "bob" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        nb = nbformat.read(bob, as_version=4)
+        nb.cells.append(nbformat.v4.new_markdown_cell("I ran out of time."))
+        nbformat.write(nb, bob)
+        out.third = run_grade("--course", str(course), "--quiet", cwd=parent)
+        out.grades_third = read_grades(course / "grading" / "grades.csv")
+        yield out
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+        shutil.rmtree(snapshot_parent, ignore_errors=True)
 
 
 @slow
