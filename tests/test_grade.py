@@ -11,7 +11,8 @@ notebook), and the pieces it is made of.
 - without notebooks: the gradebook URL's precedence, the submission digest, the submission finder, the
   sandbox's environment, the integrity probe;
 - the namespaces wall (as root): the job's folder writable, the rest read-only, the course and credential
-  files hidden, no capabilities, no other processes; and, as strict xfails, the holes still in it;
+  files hidden, no capabilities, no other processes; every mount read-only, other jobs hidden, no instructor
+  notebook in a job, a student's duplicate notebooks in a zip named;
 - the docs: every ``python -m tl_course.grade`` command in ``book/instructors.md`` and the README uses
   options that exist.
 
@@ -527,13 +528,6 @@ def test_integrity_probe_flags_a_replaced_module(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The namespaces wall (root only), and known holes
 # ---------------------------------------------------------------------------------------------
-# The tests marked KNOWN_HOLE document bugs found while writing this file, each with a patch in the report of
-# branch gdocs (/tmp/gdocs-grade-fixes.patch at the time): they fail today, so they are strict xfails. When a
-# fix lands the test passes, pytest reports XPASS(strict) as a failure: remove the marker then.
-def known_hole(what: str):
-    return pytest.mark.xfail(strict=True, reason=f"known hole in tl_course.grade/sandbox: {what}")
-
-
 needs_namespaces = pytest.mark.skipif(not sandbox.namespaces_available(),
                                       reason="the namespaces wall needs root and util-linux unshare/setpriv")
 
@@ -579,7 +573,6 @@ def test_namespaces_wall(tmp_readable):
 
 
 @needs_namespaces
-@known_hole("`mount -o remount,bind,ro /` is not recursive: other mounts (a separate /home, /data) stay writable")
 def test_namespaces_wall_covers_every_mount(tmp_readable):
     jobdir = tmp_readable / "jobs" / "job-a"
     jobdir.mkdir(parents=True)
@@ -591,7 +584,6 @@ def test_namespaces_wall_covers_every_mount(tmp_readable):
 
 
 @needs_namespaces
-@known_hole("the working copies of the other jobs running now are readable from inside a job")
 def test_namespaces_wall_hides_other_jobs(tmp_readable):
     base = tmp_readable / "jobs"
     for name in ("job-a", "job-b"):
@@ -602,7 +594,6 @@ def test_namespaces_wall_hides_other_jobs(tmp_readable):
     assert out.split() == ["job-a", "unreadable"]
 
 
-@known_hole("a job's working copy holds the instructor notebook (solutions, hidden tests): the kernel can print it")
 def test_job_does_not_carry_the_instructor_notebook(tmp_readable, nbgrader_on_path):
     course = make_course(tmp_readable)
     (course / "solutions" / ASSIGNMENT / "labels.csv").write_text("breed,label\n")  # a data file: it travels
@@ -612,7 +603,6 @@ def test_job_does_not_carry_the_instructor_notebook(tmp_readable, nbgrader_on_pa
     assert [name for name in template["source"] if name.endswith(".ipynb")] == []
 
 
-@known_hole("two notebooks of one student in the zip: nbgrader's zip_collect calls sys.exit(1), nothing is said")
 def test_import_zip_two_notebooks_of_one_student(tmp_readable, nbgrader_on_path):
     course = make_course(tmp_readable)
     archive = make_zip(tmp_readable / "lms.zip", {"bob_ch02_cat_detector.ipynb": BLANK.read_bytes(),
