@@ -414,7 +414,16 @@ def make_job(template: dict, sub: Submission, opts: Options, threads: int, trust
             # the instructor's own solution (warm-up) runs unwalled: it is what fills the shared cache
             "threads": threads, "isolation": "none" if trusted else opts.isolation, "integrity": True,
             "hide": [] if trusted else _hidden_paths(Path(opts.course).resolve()),
-            "env": dict(opts.env), "work_dir": str(opts.work_dir) if opts.work_dir else None}
+            # the sandbox moves HOME into the job: name the shared cache, or each kernel gets a private one
+            "env": {"TL_COURSE_CACHE": str(shared_cache(opts)), **opts.env},
+            "work_dir": str(opts.work_dir) if opts.work_dir else None}
+
+
+def shared_cache(opts: Options) -> Path:
+    """The feature cache every kernel reads: the kernels' ``TL_COURSE_CACHE``, else the grader's, else
+    ``tl_course.features.cache_dir()``'s default for whoever runs the grader (not the sandbox's HOME)."""
+    root = opts.env.get("TL_COURSE_CACHE") or os.environ.get("TL_COURSE_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "tl_course" / "features"
 
 
 def _hidden_paths(course: Path) -> list[str]:
@@ -564,7 +573,8 @@ def _ledger_rows(engine, ledger) -> dict[tuple[str, str], str]:
 def _warm(ex, config, templates: dict, opts: Options, threads: int, work: Path) -> None:
     """Run each instructor solution once, as yourself, so the activations of the course photos are in the
     shared cache before the students' notebooks (which may not write it) need them."""
-    cache = Path(os.environ.get("TL_COURSE_CACHE") or Path.home() / ".cache" / "tl_course")
+    cache = shared_cache(opts)
+    cache.mkdir(parents=True, exist_ok=True)
     stamps = cache / ".grade-warm"
     source_root = Path(config.CourseDirectory.root) / config.CourseDirectory.source_directory
     profile = opts.env.get("TL_COURSE_PROFILE") or os.environ.get("TL_COURSE_PROFILE", "default")

@@ -257,13 +257,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _kill_job_processes(token: str) -> None:
-    """Kill every process started for this job: the kernel runs in a session of its own (jupyter_client) and
-    may have started others; the marker in their environment finds them."""
+def _kill_job_processes(token: str, spare: int | None = None) -> None:
+    """Kill every process started for this job (but ``spare``): the kernel runs in a session of its own
+    (jupyter_client) and may have started others; the marker in their environment finds them."""
     import psutil
 
     needle = f"{MARKER}={token}".encode()
     for proc in psutil.process_iter(["pid"]):
+        if proc.pid == spare:
+            continue
         try:
             with open(f"/proc/{proc.pid}/environ", "rb") as fh:
                 if needle in fh.read().split(b"\0"):
@@ -372,7 +374,34 @@ def _guarded_execute_class():
         # nbclient binds its synchronous wrapper to the base class's coroutine: bind it to ours
         execute_cell = run_sync(async_execute_cell)
 
+        def preprocess(self, *args, **kwargs):
+            try:
+                return super().preprocess(*args, **kwargs)
+            finally:
+                _kill_notebook_processes()
+
     return GuardedExecute
+
+
+def _kill_notebook_processes() -> None:
+    """In the child, once the kernel is shut down: kill whatever the notebook left running. A process it
+    started (detached, in a session of its own) could otherwise rewrite the executed notebook between
+    nbgrader writing it and the grader reading it, e.g. drop every error output: full marks for a blank
+    notebook."""
+    if os.getpid() == 1:  # isolated_command: this PID namespace holds nothing but this job
+        try:
+            os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of the namespace
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # orphans are re-parented to us: reap them, so they are gone
+            try:
+                if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                    time.sleep(0.01)
+            except ChildProcessError:
+                break
+    elif os.environ.get(MARKER):
+        _kill_job_processes(os.environ[MARKER], spare=os.getpid())
 
 
 def _execute(course: Path) -> int:
@@ -394,6 +423,7 @@ def _execute(course: Path) -> int:
     config.CourseDirectory.source_directory = "source"
     config.CourseDirectory.course_id = "transfer-learning-cv"
     config.Execute.timeout = int(job.get("cell_timeout") or 300)
+    config.Execute.shutdown_kernel = "immediate"  # a graceful shutdown costs seconds per notebook, for nothing
     config.Autograde.autograde_preprocessors = [guarded if p is Execute else p
                                                 for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
     api = NbGraderAPI(CourseDirectory(config=config), config=config)

@@ -43,6 +43,10 @@ tl_course.data.breed_of = lambda path: "Bengal"
                     "expect": {"test_split_counts": 0, "test_split_no_overlap": 0, "test_split_seeded": 0,
                                "test_split_stable_test_set": 0, "test_q_selection": 0},
                     "reason": "CourseCodeModified"},
+    # leaves a detached process behind that deletes every error output from the executed notebook once
+    # nbgrader writes it (a wrong answer would then pass): it is killed when execution ends
+    "rewrite": {"cells": {"cat_label": "REWRITE_DAEMON" + "\ndef cat_label(breed):\n    return 2\n"},
+                "expect": {"test_cat_label": 0}, "reason": ""},
     # looks for the gradebook's credentials in its environment and its parents'
     "snoop": {"cells": {"q_selection": '''def answer_selection():
     """Your choice: "a", "b" or "c"."""
@@ -60,6 +64,30 @@ while _pid > 1:
     _pid = int(open(f"/proc/{_pid}/stat").read().rsplit(")", 1)[1].split()[1])
 '''}, "expect": {}, "reason": ""},
 }
+
+_REWRITE = '''
+import subprocess, sys
+_daemon = """
+import json, os, time
+p = os.path.join(os.getcwd(), "ch02_cat_detector.ipynb")
+for _ in range(100000):
+    time.sleep(0.005)
+    try:
+        nb = json.load(open(p))
+    except Exception:
+        continue
+    if not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"):
+        continue
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            c["outputs"] = [o for o in c["outputs"] if o.get("output_type") != "error"]
+    json.dump(nb, open(p + ".tmp", "w"))
+    os.replace(p + ".tmp", p)
+    break
+"""
+subprocess.Popen([sys.executable, "-c", _daemon], start_new_session=True, stdin=subprocess.DEVNULL,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+'''
 
 _FAKE = '''
 import os, sys
@@ -81,6 +109,8 @@ def sources(reference: dict[str, str]) -> dict[str, dict[str, str]]:
         for gid, src in spec["cells"].items():
             if src == "SPLIT_PER_CLASS_WITH_HOG":
                 src = hog
+            elif src.startswith("REWRITE_DAEMON"):
+                src = _REWRITE + src[len("REWRITE_DAEMON"):]
             elif src == "SPLIT_PER_CLASS_WITH_FAKE":
                 src = reference["split_per_class"] + "\n" + _FAKE
             cells[gid] = src
