@@ -9,10 +9,13 @@ expected score of every submission is known in advance:
   holds the reference except the mistake's cells): fewer points than full marks.
 
 The class is graded by :func:`tl_course.grade.grade_class` with one worker and with N, each into a fresh
-SQLite gradebook; the reference submissions are graded once more against an empty feature cache and
-against the same cache once filled, to show what the shared cache saves. From the one-worker seconds per
-notebook it projects a 300-student class on a 16-core machine (a linear projection: see
-:func:`projection`).
+SQLite gradebook. What the shared feature cache saves: the reference of ``ch05_cache_activations`` (the
+cheapest notebook that reads the cache; ch02 and ch03 do not) is graded against an empty cache, then
+against the same cache once that run filled it. The cold run executes without namespaces, so that its
+kernel may write the cache (inside namespaces everything outside the job's folder is read-only). From
+the one-worker seconds per notebook it projects a 300-student class on a 16-core machine (a linear
+projection: see :func:`projection`). Timings go into the table as measured: on a machine shared with
+other work they are inflated.
 
 >>> print(bench(students=4))          # about 5 minutes on 2 cores
 Grading benchmark: 2 CPU cores, ...
