@@ -886,6 +886,16 @@ def test_class_reports(classroom):
     import csv
 
     rows = list(csv.DictReader((classroom.root / "grading" / "grades.csv").open()))
-    assert len(rows) == len(classroom.expected)
+    # nbgrader's export: one row per student and assignment, 0 points where the student handed nothing in
+    students = {sid for roles in classroom.student.values() for sid in roles.values()}
+    assert len(rows) == len(students) * len(CLASS_ASSIGNMENTS), f"{len(rows)} rows for {len(students)} students"
+    final = classroom.dumps["changed"]["grades"]
+    wrong = []
+    for row in rows:
+        key = (row["student_id"], row["assignment"])
+        want = sum(v[0] or 0 for k, v in final.items() if k[:2] == key) if key in classroom.expected else 0.0
+        if float(row["score"]) != want:
+            wrong.append(f"{key}: {row['score']} in grades.csv, {want} in the gradebook")
+    assert not wrong, "\n".join(wrong)
     summary = (classroom.root / "grading" / "summary.md").read_text()
     assert all(a in summary for a in CLASS_ASSIGNMENTS) and "Not graded" in summary and "kernel died" in summary
