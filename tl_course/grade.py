@@ -35,15 +35,12 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
-import csv
+import functools
 import hashlib
-import json
 import os
-import re
 import shutil
 import statistics
 import sys
-import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -54,8 +51,7 @@ from pathlib import Path
 
 from . import sandbox
 
-__all__ = ["Options", "Submission", "Report", "find_submissions", "import_zip", "grade_class", "record",
-           "ReplayOutputs", "main"]
+__all__ = ["Options", "Submission", "Report", "find_submissions", "import_zip", "grade_class", "record", "main"]
 
 LEDGER_TABLE = "tl_course_grading"
 SOURCES_TABLE = "tl_course_sources"
@@ -184,14 +180,17 @@ def _tables(engine):
     return ledger, sources
 
 
+def _visible_files(folder: Path) -> list[Path]:
+    """A submission's files, sorted: hidden files and folders (``.ipynb_checkpoints``) left out."""
+    return [p for p in sorted(folder.rglob("*")) if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
 def folder_digest(folder: Path) -> str:
     """SHA-256 of a folder's files (names and bytes; hidden files and checkpoints left out)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        h.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in _visible_files(folder):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -301,6 +300,7 @@ def _quiet_logs(app):
 # ---------------------------------------------------------------------------------------------
 # Phase 2: record a result in the real gradebook, through nbgrader's own autograde
 # ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _replay_class():
     from nbformat.v4 import new_output
     from nbgrader.preprocessors import NbGraderPreprocessor
@@ -342,19 +342,14 @@ def _replay_class():
     return ReplayOutputs
 
 
-ReplayOutputs = None  # the class, created on first use (nbgrader is imported lazily)
-
-
 def record(config, sub: Submission, result: dict, feedback: bool = True, work: Path | None = None) -> tuple[float, float]:
     """Phase 2 for one submission: nbgrader autograde against the real gradebook with the sandbox's
     outputs (:class:`ReplayOutputs`), then feedback. Returns ``(score, max_score)``."""
-    global ReplayOutputs
     from nbgrader.api import Gradebook
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import Execute
 
-    if ReplayOutputs is None:
-        ReplayOutputs = _replay_class()
+    replay = _replay_class()  # the class is made once, on first use: nbgrader is imported lazily
     work = work or Path(config.CourseDirectory.root) / ".grade"
     cfg = copy.deepcopy(config)
     executed = work / "executed" / f"{sub.student}--{sub.assignment}.ipynb"
@@ -364,7 +359,7 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
         cfg.ReplayOutputs.executed, cfg.ReplayOutputs.failure = str(executed), ""
     else:
         cfg.ReplayOutputs.executed, cfg.ReplayOutputs.failure = "", result["reason"]
-    cfg.Autograde.autograde_preprocessors = [ReplayOutputs if p is Execute else p
+    cfg.Autograde.autograde_preprocessors = [replay if p is Execute else p
                                              for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy "not in session" notices
@@ -402,9 +397,7 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
 # Jobs and engines
 # ---------------------------------------------------------------------------------------------
 def _b64_files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): base64.b64encode(p.read_bytes()).decode()
-            for p in sorted(folder.rglob("*")) if p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {str(p.relative_to(folder)): base64.b64encode(p.read_bytes()).decode() for p in _visible_files(folder)}
 
 
 def make_job(template: dict, sub: Submission, opts: Options, threads: int, trusted: bool = False) -> dict:
