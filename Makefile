@@ -2,7 +2,7 @@
 #   make book   installs what it needs and builds the book with every chapter executed (_build/html)
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
 #   make test-fast  only the package tests (pytest -m "not slow")
-#   make grade  grade the class in submitted/ (python -m tl_course.grade; see book/instructors.md)
+#   make grade  grade the class in submitted/ (python -m tl_course.classroom.grade; see book/instructors.md)
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
 
 PYTHON ?= python3
@@ -44,15 +44,15 @@ demo: $(STAMP)
 	$(BIN)/python -m tl_course demo
 
 bench: $(STAMP)
-	$(BIN)/python -m tl_course.bench
+	$(BIN)/python -m tl_course.book.bench
 
 # Grade every submitted/<student>/<assignment> of this course folder (options: make grade ARGS="--workers 4").
 grade: $(STAMP)
-	$(BIN)/python -m tl_course.grade $(ARGS)
+	$(BIN)/python -m tl_course.classroom grade $(ARGS)
 
 # Regenerate the student notebooks (notebooks/) from the instructor solutions (solutions/).
 notebooks: $(STAMP)
-	$(BIN)/python -m tl_course.course release
+	$(BIN)/python -m tl_course.classroom release
 
 clean:
 	rm -rf _build

@@ -1,9 +1,9 @@
 """The graded notebooks, checked the way an instructor uses them: a whole class graded by
-``python -m tl_course.grade`` (nbgrader's own autograde, feedback and export) into a real PostgreSQL.
+``python -m tl_course.classroom.grade`` (nbgrader's own autograde, feedback and export) into a real PostgreSQL.
 
 The class (:func:`classroom`): ``N_STUDENTS`` students x every assignment in ``solutions/``. Per
 assignment the students hand in the reference solution, the untouched student notebook, the correct
-answer in another style (``ALTERNATIVE``), the known mistakes of ``tests/mistakes/<id>.py`` (grouped, see
+answer in another style (``ALTERNATIVE``), the known mistakes of ``tl_course/classroom/mistakes/<id>.py`` (grouped, see
 below), hostile notebooks (``tests/classroom/hostile.py``) and copies of the reference and the blank
 notebook. Every grade is known in advance cell by cell (a mistake's cells that the catalogue does not
 name and its answers can reach are left open). The grader runs with two workers, is killed a third of
@@ -53,10 +53,10 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from tl_course.course import ROOT, assignments, colab_url, repository_url
+from tl_course.classroom.release import ROOT, assignments, colab_url, repository_url
 
 ASSIGNMENTS = assignments()
-MISTAKES_DIR = Path(__file__).resolve().parent / "mistakes"
+MISTAKES_DIR = ROOT / "tl_course" / "classroom" / "mistakes"
 TEST_CELL_SECONDS = 30  # nbgrader's default per-cell timeout: what a course with default settings would allow
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 KINDS = {"leak": "graded on data the student could see or train on (test/val photos, rebindable globals)",
@@ -71,7 +71,7 @@ POINTS_PER_ASSIGNMENT = 10
 # Known mistakes
 # ---------------------------------------------------------------------------------------------
 def load_mistakes(assignment_id: str) -> SimpleNamespace | None:
-    """``tests/mistakes/<id>.py`` as a namespace: ``MISTAKES``, ``MUST_FAIL``, ``KIND`` and ``ALTERNATIVE``
+    """``tl_course/classroom/mistakes/<id>.py`` as a namespace: ``MISTAKES``, ``MUST_FAIL``, ``KIND`` and ``ALTERNATIVE``
     (the last two default to empty), or None if the file does not exist."""
     path = MISTAKES_DIR / f"{assignment_id}.py"
     if not path.exists():
@@ -375,7 +375,7 @@ def group_enabled() -> bool:
 
 @pytest.fixture(scope="session")
 def graded(course, classroom) -> Graded:
-    """One assignment's view of the class graded by ``python -m tl_course.grade`` (see :func:`classroom`)."""
+    """One assignment's view of the class graded by ``python -m tl_course.classroom.grade`` (see :func:`classroom`)."""
     if course.assignment_id not in _GRADED:
         _GRADED[course.assignment_id] = classroom.graded(course)
     return _GRADED[course.assignment_id]
@@ -510,7 +510,7 @@ class Classroom:
 
 
 def _grader(root: Path, env: dict, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tl_course.grade", "--course", str(root), "--workers", str(CLASS_WORKERS),
+    return [sys.executable, "-m", "tl_course.classroom.grade", "--course", str(root), "--workers", str(CLASS_WORKERS),
             "--threads", "1", "--cell-timeout", str(CLASS_CELL_TIMEOUT), "--quiet", *extra]
 
 
@@ -530,7 +530,7 @@ def _ledger_count(db_url: str) -> int:
 @pytest.fixture(scope="session")
 def classroom(kernel_env, tmp_path_factory):
     """A class of ``N_STUDENTS`` students x every assignment (reference, blank, alternative, catalogued
-    mistakes, hostile submissions, copies), graded by ``python -m tl_course.grade`` with two workers into
+    mistakes, hostile submissions, copies), graded by ``python -m tl_course.classroom.grade`` with two workers into
     a throwaway PostgreSQL whose URL reaches the grader only through ``TL_COURSE_GRADEBOOK``:
 
     1. the first run is killed (SIGKILL, whole process group) once a third of the class is recorded;
@@ -667,7 +667,7 @@ def test_blank_notebook_scores_zero(graded):
 @by_assignment()
 def test_feedback_shows_the_score(graded):
     html = graded.paths["reference"][1]
-    assert html.exists(), f"No feedback file {html}: python -m tl_course.grade writes one per submission."
+    assert html.exists(), f"No feedback file {html}: python -m tl_course.classroom.grade writes one per submission."
     text = html.read_text()
     score = f"{graded.score['reference']:g}"
     assert score in text and f"{graded.max_score['reference']:g}" in text, f"The feedback does not show the score {score}."
@@ -676,8 +676,8 @@ def test_feedback_shows_the_score(graded):
 @by_assignment()
 def test_assignment_has_known_mistakes(course):
     loaded = load_mistakes(course.assignment_id)
-    assert loaded, (f"tests/mistakes/{course.assignment_id}.py is missing (MISTAKES, MUST_FAIL, KIND, ALTERNATIVE; "
-                    "see tests/mistakes/__init__.py).")
+    assert loaded, (f"tl_course/classroom/mistakes/{course.assignment_id}.py is missing (MISTAKES, MUST_FAIL, KIND, ALTERNATIVE; "
+                    "see tl_course/classroom/mistakes/__init__.py).")
     mistakes, must_fail = loaded.MISTAKES, loaded.MUST_FAIL
     nb = nbformat.read(course.source, as_version=4)
     answer_cells = {nbgrader_meta(c)["grade_id"] for c in nb.cells if nbgrader_meta(c).get("solution")}
@@ -715,7 +715,7 @@ def test_assignment_is_worth_ten_points(course):
 @by_assignment()
 def test_alternative_answer_scores_full_marks(graded):
     if "alternative" not in graded.results:
-        pytest.skip(f"no ALTERNATIVE in tests/mistakes/{graded.course.assignment_id}.py "
+        pytest.skip(f"no ALTERNATIVE in tl_course/classroom/mistakes/{graded.course.assignment_id}.py "
                     "(test_assignment_has_known_mistakes fails)")
     result = graded.results["alternative"]
     assert result["success"], f"autograde of the alternative answer failed:\n{result.get('error')}"
@@ -729,7 +729,7 @@ def test_alternative_answer_scores_full_marks(graded):
 def test_known_mistakes_lose_points(graded):
     loaded = load_mistakes(graded.course.assignment_id)
     if not loaded:
-        pytest.skip(f"no tests/mistakes/{graded.course.assignment_id}.py (test_assignment_has_known_mistakes fails)")
+        pytest.skip(f"no tl_course/classroom/mistakes/{graded.course.assignment_id}.py (test_assignment_has_known_mistakes fails)")
     problems = []
     for mistake in loaded.MISTAKES:
         student = graded.student_of[mistake]
@@ -780,7 +780,7 @@ def test_grouping_keeps_dependent_mistakes_apart():
 
 
 # ---------------------------------------------------------------------------------------------
-# The class as a whole (python -m tl_course.grade, PostgreSQL, killed and resumed, hostile students)
+# The class as a whole (python -m tl_course.classroom.grade, PostgreSQL, killed and resumed, hostile students)
 # ---------------------------------------------------------------------------------------------
 def _final_expected(classroom) -> dict:
     expected = dict(classroom.expected)

@@ -1,4 +1,4 @@
-"""tl_course.experiments: one-pass caches compatible with cached_features, nested subsets, warm-started
+"""tl_course.book.experiments: one-pass caches compatible with cached_features, nested subsets, warm-started
 runs that leave the model alone, both BatchNorm policies, and the table readers."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 import tl_course.features as features_module
 from tl_course import freezing
 from tl_course.data import eurosat_splits
-from tl_course.experiments import (Setup, best_k_by_val, cut_features, epochs_for, first_per_class, html_table,
+from tl_course.book.experiments import (Setup, best_k_by_val, cut_features, epochs_for, first_per_class, html_table,
                                    linear_probe, split_features, summarise, sweep, sweep_cuts, train_head,
                                    train_top_k, warm_cache)
 from tl_course.features import cached_features, extract_features
@@ -103,7 +103,7 @@ def test_top_k_really_starts_from_the_warm_head(setup, feats, monkeypatch):
         seen["trainable"] = [p.requires_grad for p in model.parameters()]
         raise RuntimeError("stop")
 
-    import tl_course.experiments as experiments
+    import tl_course.book.experiments as experiments
     monkeypatch.setattr(experiments, "fit", spy_fit)
     with pytest.raises(RuntimeError, match="stop"):
         train_top_k(setup.model, 2, head, f8["train"], f8["val"], epochs=1)
@@ -115,7 +115,7 @@ def test_top_k_really_starts_from_the_warm_head(setup, feats, monkeypatch):
 def test_batchnorm_policy(setup, feats, monkeypatch, bn, moves):
     f9, f8 = feats["cut"][9], feats["cut"][8]
     head = train_head(setup.model, f9["train"], f9["val"], epochs=3, seed=0)
-    import tl_course.experiments as experiments
+    import tl_course.book.experiments as experiments
 
     real_fit = experiments.fit
     kept = {}

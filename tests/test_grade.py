@@ -1,4 +1,4 @@
-"""``python -m tl_course.grade`` as an instructor uses it, on a tiny course (one assignment, the cheapest
+"""``python -m tl_course.classroom.grade`` as an instructor uses it, on a tiny course (one assignment, the cheapest
 notebook), and the pieces it is made of.
 
 - the LMS zip import (nbgrader ``zip_collect``): which files land in ``submitted/``, which are reported;
@@ -6,14 +6,14 @@ notebook), and the pieces it is made of.
   reference solution scores 10/10, the untouched notebook 0/10, feedback and reports are written, a
   re-run grades nothing, a changed notebook is regraded;
 - the same class on a Dask ``LocalCluster``: the same scores;
-- phase 2 (:func:`tl_course.grade.record`) on its own: replayed outputs score as executed, a failed or
+- phase 2 (:func:`tl_course.classroom.grade.record`) on its own: replayed outputs score as executed, a failed or
   mismatching execution scores 0 with its reason in the feedback;
 - without notebooks: the gradebook URL's precedence, the submission digest, the submission finder, the
   sandbox's environment, the integrity probe;
 - the namespaces wall (as root): the job's folder writable, the rest read-only, the course and credential
   files hidden, no capabilities, no other processes; every mount read-only, other jobs hidden, no instructor
   notebook in a job, a student's duplicate notebooks in a zip named;
-- the docs: every ``python -m tl_course.grade`` command in ``book/instructors.md`` and the README uses
+- the docs: every ``python -m tl_course.classroom.grade`` command in ``book/instructors.md`` and the README uses
   options that exist.
 
 The course lives in a world-readable temporary folder (pytest's ``tmp_path`` is 0700): the grader hides
@@ -38,7 +38,7 @@ import nbformat
 import pytest
 
 import tl_course
-from tl_course import grade, sandbox
+from tl_course.classroom import grade, sandbox
 
 ROOT = Path(tl_course.__file__).resolve().parents[1]
 ASSIGNMENT = "ch02_cat_detector"          # the cheapest notebook: a few seconds per run
@@ -115,10 +115,10 @@ def grader_env() -> dict:
 
 
 def run_grade(*args: str, cwd: Path) -> str:
-    """``python -m tl_course.grade ARGS``; its output, after checking it exited 0."""
-    proc = subprocess.run([sys.executable, "-m", "tl_course.grade", *args], cwd=cwd, env=grader_env(),
+    """``python -m tl_course.classroom.grade ARGS``; its output, after checking it exited 0."""
+    proc = subprocess.run([sys.executable, "-m", "tl_course.classroom.grade", *args], cwd=cwd, env=grader_env(),
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (f"python -m tl_course.grade {' '.join(args)} exited {proc.returncode}:\n"
+    assert proc.returncode == 0, (f"python -m tl_course.classroom.grade {' '.join(args)} exited {proc.returncode}:\n"
                                   f"{proc.stdout}\n{proc.stderr[-3000:]}")
     return proc.stdout
 
@@ -615,7 +615,7 @@ def test_import_zip_two_notebooks_of_one_student(tmp_readable, nbgrader_on_path)
 # e. The docs show only options that exist
 # ---------------------------------------------------------------------------------------------
 def documented_commands(path: Path) -> list[list[str]]:
-    """The arguments of every ``python -m tl_course.grade`` command in the page's code blocks
+    """The arguments of every ``python -m tl_course.classroom.grade`` command in the page's code blocks
     (continuation lines joined, ``<placeholders>`` filled in, comments dropped)."""
     commands, in_code, pending = [], False, ""
     for raw in path.read_text(encoding="utf-8").splitlines():
@@ -630,9 +630,9 @@ def documented_commands(path: Path) -> list[list[str]]:
             pending = line[:-1] + " "
             continue
         pending = ""
-        if "python -m tl_course.grade" not in line:
+        if "python -m tl_course.classroom.grade" not in line:
             continue
-        rest = line.split("python -m tl_course.grade", 1)[1]
+        rest = line.split("python -m tl_course.classroom.grade", 1)[1]
         rest = re.sub(r"<[^<>]*>", "PLACEHOLDER", rest)
         commands.append(shlex.split(rest, comments=True))
     return commands
@@ -642,12 +642,12 @@ def documented_commands(path: Path) -> list[list[str]]:
 def test_documented_grade_commands_exist(path):
     commands = documented_commands(path)
     assert len(commands) >= (6 if path.name == "instructors.md" else 2), \
-        f"{path.name} shows only {len(commands)} python -m tl_course.grade commands"
+        f"{path.name} shows only {len(commands)} python -m tl_course.classroom.grade commands"
     for argv in commands:
         try:
             args, parser = grade.parse_args(argv)
         except SystemExit:
-            pytest.fail(f"{path.name}: `python -m tl_course.grade {shlex.join(argv)}` is refused by the parser")
+            pytest.fail(f"{path.name}: `python -m tl_course.classroom.grade {shlex.join(argv)}` is refused by the parser")
         for token in argv:   # spelled out in full (argparse would also take an abbreviation)
             if token.startswith("--"):
                 assert token.split("=")[0] in parser._option_string_actions, f"{path.name}: no option {token}"

@@ -1,12 +1,12 @@
 """The grading benchmark's own parts, without grading a notebook (the benchmark itself is a command:
-``python -m tl_course.grade --bench``): the synthetic class, the score check and the projection."""
+``python -m tl_course.classroom.grade --bench``): the synthetic class, the score check and the projection."""
 from __future__ import annotations
 
 import nbformat
 import pytest
 
-from tl_course.course import ROOT
-from tl_course.grade_bench import Planned, build_class, check_scores, load_mistakes, projection
+from tl_course.classroom.release import ROOT
+from tl_course.classroom.bench import Planned, build_class, check_scores, load_mistakes, projection
 
 ASSIGNMENT = "ch02_cat_detector"
 
@@ -18,7 +18,7 @@ def _answers(path) -> dict[str, str]:
 
 def test_synthetic_class_holds_reference_blank_and_mistakes(tmp_path):
     mistakes = sorted(load_mistakes(ASSIGNMENT).items())
-    assert len(mistakes) >= 2, "tests/mistakes/ch02_cat_detector.py should hold the known mistakes."
+    assert len(mistakes) >= 2, "tl_course/classroom/mistakes/ch02_cat_detector.py should hold the known mistakes."
     planned = build_class(tmp_path, [ASSIGNMENT], students=4)
     assert [(p.student, p.kind, p.expect) for p in planned] == [
         ("s01", "reference", "max"), ("s02", "blank", "zero"),

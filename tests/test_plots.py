@@ -1,4 +1,4 @@
-"""tl_course.plots: what each figure shows (titles, colours, cell texts, pixel values), read back from the artists."""
+"""tl_course.book.plots: what each figure shows (titles, colours, cell texts, pixel values), read back from the artists."""
 from __future__ import annotations
 
 import io
@@ -14,7 +14,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image
 
-from tl_course.plots import plot_confusion, plot_heatmap, plot_history, plot_topk, show_images
+from tl_course.book.plots import plot_confusion, plot_heatmap, plot_history, plot_topk, show_images
 
 # Any warning (e.g. constrained layout giving up) would land on a user's stderr in a notebook.
 pytestmark = pytest.mark.filterwarnings("error")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from tl_course.plots import plot_probe_curves, plot_regimes, plot_sweep_heatmap
+from tl_course.book.plots import plot_probe_curves, plot_regimes, plot_sweep_heatmap
 
 pytestmark = pytest.mark.filterwarnings("error")
 

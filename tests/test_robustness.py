@@ -473,7 +473,7 @@ def test_one_class_folder_is_refused(tmp_path, few_photos):
 
 @pytest.mark.parametrize("argv", [["--head-epochs", "0"], ["--images", "0"], ["--ks", "0"]])
 def test_bench_refuses_zero_sizes(argv, capsys):
-    from tl_course import bench
+    from tl_course.book import bench
 
     with pytest.raises(SystemExit) as err:
         bench.main(argv)
@@ -483,7 +483,8 @@ def test_bench_refuses_zero_sizes(argv, capsys):
 
 def test_a_bad_profile_does_not_break_help(monkeypatch, capsys):
     from tl_course import __main__ as cli
-    from tl_course import bench, course
+    from tl_course.book import bench
+    from tl_course.classroom import release as course
 
     monkeypatch.setenv("TL_COURSE_PROFILE", "laptop")
     for main, argv in ((bench.main, ["--help"]), (cli.main, ["--help"]), (cli.main, ["demo", "--help"]),
@@ -506,7 +507,7 @@ def test_a_bad_profile_does_not_break_help(monkeypatch, capsys):
     ("duplicate", "grade id '\\w+' twice"),
 ])
 def test_release_names_the_real_cause(breakage, match, tmp_path):
-    from tl_course.course import release
+    from tl_course.classroom.release import release
 
     name = "ch01_pretrained_weights"
     source = (ROOT / "solutions" / name / f"{name}.ipynb").read_text()

@@ -27,6 +27,8 @@ import torchvision
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
+from .paths import data_root
+
 __all__ = [
     "CLASSES",
     "DataUnavailableError",
@@ -105,16 +107,6 @@ class Splits:
 # ---------------------------------------------------------------------------------------------
 # Where the photos are
 # ---------------------------------------------------------------------------------------------
-def data_root() -> Path:
-    """The data folder: ``$TL_COURSE_DATA`` if set, else ``~/.cache/tl_course/data``.
-
-    >>> data_root()                      # doctest: +SKIP
-    PosixPath('/home/me/.cache/tl_course/data')
-    """
-    env = os.environ.get("TL_COURSE_DATA", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tl_course" / "data"
-
-
 def breed_of(path: PathLike) -> str:
     """The Oxford-IIIT Pet breed of a photo: its file name without the trailing ``_<n>.<ext>``.
 

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .freezing import StagedModel, stages
+from .paths import cache_dir, cache_max_bytes
 from .profiles import autocast, get_device
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
 
 _FORMAT = "tl_course.features/2"  # bump when the key or the payload changes: old files are never hit
 _STALE_TEMP_SECONDS = 3600  # a writer that has not written for an hour is dead (temp files grow as they write)
-_DEFAULT_MAX_GB = 5.0
 
 
 @dataclass
@@ -77,16 +77,6 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def cache_dir() -> Path:
-    """Where feature caches live: ``$TL_COURSE_CACHE`` or ``~/.cache/tl_course/features``.
-
-    >>> cache_dir().name
-    'features'
-    """
-    root = os.environ.get("TL_COURSE_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "tl_course" / "features"
 
 
 def _resolve_cut(model: nn.Module, cut: int | None) -> tuple[list[nn.Module], int]:
@@ -360,17 +350,6 @@ def load_features(path: str | Path) -> FeatureSet:
     return _load(path)[0]
 
 
-def _max_cache_bytes() -> int | None:
-    raw = os.environ.get("TL_COURSE_CACHE_MAX_GB", "").strip()
-    try:
-        gb = float(raw) if raw else _DEFAULT_MAX_GB
-    except ValueError:
-        warnings.warn(f"Ignoring TL_COURSE_CACHE_MAX_GB={raw!r}: not a number of GB; using {_DEFAULT_MAX_GB}.",
-                      stacklevel=3)
-        gb = _DEFAULT_MAX_GB
-    return None if gb <= 0 else int(gb * 1e9)
-
-
 def prune_cache(max_bytes: int | None = None, directory: str | Path | None = None,
                 keep: Iterable[str | Path] = ()) -> list[Path]:
     """Delete cached feature files, least recently used first, until the folder holds at most ``max_bytes``
@@ -381,7 +360,7 @@ def prune_cache(max_bytes: int | None = None, directory: str | Path | None = Non
     """
     directory = Path(directory or cache_dir())
     if max_bytes is None:
-        max_bytes = _max_cache_bytes()
+        max_bytes = cache_max_bytes()
     removed: list[Path] = []
     try:
         entries = list(directory.iterdir())

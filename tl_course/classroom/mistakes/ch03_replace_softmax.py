@@ -1,4 +1,4 @@
-"""Classic mistakes for chapter 3 (replace the softmax); format in ``tests/mistakes/__init__.py``."""
+"""Classic mistakes for chapter 3 (replace the softmax); format in ``tl_course/classroom/mistakes/__init__.py``."""
 
 _SIGNATURE = '''def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     """Replace the last nn.Linear of `model` by a fresh `num_classes`-way nn.Linear, in place; return `model`."""

@@ -1,4 +1,4 @@
-"""Known student mistakes, one module per assignment: ``tests/mistakes/<assignment id>.py``.
+"""Known student mistakes, one module per assignment: ``tl_course/classroom/mistakes/<assignment id>.py``.
 
 Each module defines
 

@@ -3,7 +3,7 @@
 A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict), so it runs the
 same in a local thread pool or on a remote Dask worker:
 
->>> result = run_job(job)            # job: see tl_course.grade.make_job
+>>> result = run_job(job)            # job: see tl_course.classroom.grade.make_job
 >>> result["status"], result["reason"]
 ('graded', '')
 
@@ -12,7 +12,7 @@ What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
 - a **working copy** of its own: a private nbgrader course folder with a private SQLite gradebook holding
   only this assignment (made by ``nbgrader generate_assignment`` in the grader). The real gradebook, its
   URL and credentials never reach this process or the student kernel: the grader records the scores
-  afterwards from the executed notebook (:class:`tl_course.grade.ReplayOutputs`);
+  afterwards from the executed notebook (:class:`tl_course.classroom.grade.ReplayOutputs`);
 - a **scrubbed environment**: only the variables the course needs (``TL_COURSE_*``, ``PATH``, thread
   counts) pass; ``HOME``, ``TMPDIR`` and Jupyter's folders point inside the working copy;
 - **limits** on the whole process tree: wall-clock time (the process group is killed), memory (address
@@ -54,14 +54,16 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 MARKER = "TL_COURSE_GRADE_JOB"
 #: set by the grader on Ctrl-C: running jobs kill their notebooks and return at once
 STOP = threading.Event()
-PACKAGE_DIR = Path(__file__).resolve().parent
+SCRIPT = Path(__file__).resolve()
+#: the course package (this file lives in its ``classroom`` subpackage)
+PACKAGE_DIR = SCRIPT.parents[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # The grader's side: one job in a child process with limits
 # ---------------------------------------------------------------------------------------------
 def run_job(job: dict) -> dict:
-    """Execute one submission (``job``, made by ``tl_course.grade.make_job``) and return what happened:
+    """Execute one submission (``job``, made by ``tl_course.classroom.grade.make_job``) and return what happened:
     ``status`` ("graded" or "failed"), ``reason`` (one sentence when failed), ``executed`` (the executed
     notebook, JSON text, when graded), ``seconds`` and ``timings`` (kernel start, imports, model load, tests).
     Never raises for anything the notebook does."""
@@ -154,7 +156,7 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
     timeout = float(job.get("timeout", 900))
     memory = int(job["memory_gb"] * 2**30) if job.get("memory_gb") else None
     cpu = int(timeout * max(1, int(job.get("threads", 1)))) + 60
-    cmd = [sys.executable, "-P", str(PACKAGE_DIR / "sandbox.py"), "execute", str(jobdir / "course")]
+    cmd = [sys.executable, "-P", str(SCRIPT), "execute", str(jobdir / "course")]
     isolated = job.get("isolation", "auto") != "none" and namespaces_available()
     if job.get("isolation") == "namespaces" and not isolated:
         return "failed", ("the grader was asked for --isolation namespaces, but this machine cannot make them "
@@ -281,16 +283,26 @@ def integrity_spec(package_dir: Path = PACKAGE_DIR) -> dict:
     """What the course package looks like on disk, from its source (no import): for every module, the
     functions and classes it defines (file and line) and the names it re-exports from its siblings."""
     spec: dict = {"package": str(package_dir), "defs": {}, "aliases": {}}
-    for path in sorted(package_dir.glob("*.py")):
-        module = "tl_course" if path.stem == "__init__" else f"tl_course.{path.stem}"
+    for path in sorted(package_dir.rglob("*.py")):  # subpackages too (book/, classroom/)
+        parts = list(path.relative_to(package_dir).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        module = ".".join(["tl_course", *parts])
+        package = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
         tree = ast.parse(path.read_text(encoding="utf-8"))
         defs, aliases = {}, {}
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 defs[node.name] = ["class" if isinstance(node, ast.ClassDef) else "function", str(path)]
-            elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            elif (isinstance(node, ast.Assign) and path.stem == "__init__" and len(node.targets) == 1
+                  and getattr(node.targets[0], "id", "") == "_MODULES"):  # a lazy package face (PEP 562)
+                for sub, names in ast.literal_eval(node.value).items():
+                    for name in names:
+                        aliases[name] = [f"{module}.{sub}", name]
+            elif isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 for alias in node.names:
-                    aliases[alias.asname or alias.name] = [f"tl_course.{node.module}", alias.name]
+                    aliases[alias.asname or alias.name] = [f"{base}.{node.module}", alias.name]
         spec["defs"][module], spec["aliases"][module] = defs, aliases
     return spec
 
@@ -323,8 +335,9 @@ def _problems(spec):
     for name, aliases in spec["aliases"].items():
         mod = sys.modules.get(name)
         for attr, (src, orig) in aliases.items():
-            if mod is not None and sys.modules.get(src) is not None and \
-                    mod.__dict__.get(attr) is not sys.modules[src].__dict__.get(orig):
+            # a lazy package face binds a name on first use: compare only what is bound
+            if mod is not None and sys.modules.get(src) is not None and attr in mod.__dict__ and \
+                    mod.__dict__[attr] is not sys.modules[src].__dict__.get(orig):
                 out.append(f"{name}.{attr} is no longer {src}.{orig}")
     return out
 
@@ -487,4 +500,4 @@ def _timings(executed: Path, t0: float) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "execute":
         sys.exit(_execute(Path(sys.argv[2])))
-    sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by tl_course.grade, not by hand)")
+    sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by tl_course.classroom.grade, not by hand)")

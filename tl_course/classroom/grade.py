@@ -1,18 +1,18 @@
-"""Grade a whole class: ``python -m tl_course.grade``.
+"""Grade a whole class: ``python -m tl_course.classroom.grade``.
 
 Every ``submitted/<student>/<assignment>/`` of an nbgrader course folder is autograded by nbgrader's own
 API, in parallel, into the course's gradebook (SQLite by default, PostgreSQL through ``--db-url``), then
 feedback is generated and the grades exported::
 
-    python -m tl_course.grade                       # every submission not graded yet, one worker per 2 cores
-    python -m tl_course.grade --import-zip lms.zip --assignment ch03_replace_softmax
-    python -m tl_course.grade --db-url postgresql://grader@db/course --workers 8
-    python -m tl_course.grade --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
-    python -m tl_course.grade --bench               # what it costs on this machine, one table
+    python -m tl_course.classroom.grade                       # every submission not graded yet, one worker per 2 cores
+    python -m tl_course.classroom.grade --import-zip lms.zip --assignment ch03_replace_softmax
+    python -m tl_course.classroom.grade --db-url postgresql://grader@db/course --workers 8
+    python -m tl_course.classroom.grade --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
+    python -m tl_course.classroom.grade --bench               # what it costs on this machine, one table
 
 How one submission is graded (two phases, so that student code never touches the gradebook):
 
-1. **execute** (:func:`tl_course.sandbox.run_job`, on a worker): nbgrader ``autograde`` in a private working
+1. **execute** (:func:`tl_course.classroom.sandbox.run_job`, on a worker): nbgrader ``autograde`` in a private working
    copy with a private SQLite gradebook, inside time, memory and file-size limits, with a scrubbed
    environment and an integrity check of ``tl_course`` around every test cell;
 2. **record** (:func:`record`, in this process): nbgrader ``autograde`` of the same submission against the
@@ -65,7 +65,7 @@ class GradingError(RuntimeError):
 
 @dataclass
 class Options:
-    """What ``python -m tl_course.grade`` was asked to do (one field per command-line option)."""
+    """What ``python -m tl_course.classroom.grade`` was asked to do (one field per command-line option)."""
 
     course: Path = Path(".")
     assignments: list[str] = field(default_factory=list)   #: default: every assignment with submissions
@@ -401,7 +401,7 @@ def _b64_files(folder: Path) -> dict[str, str]:
 
 
 def make_job(template: dict, sub: Submission, opts: Options, threads: int, trusted: bool = False) -> dict:
-    """One self-contained job for :func:`tl_course.sandbox.run_job` (JSON-able, so it travels to Dask)."""
+    """One self-contained job for :func:`tl_course.classroom.sandbox.run_job` (JSON-able, so it travels to Dask)."""
     return {**template, "student": sub.student, "submission": _b64_files(sub.folder),
             "timeout": opts.timeout, "cell_timeout": opts.cell_timeout, "memory_gb": opts.memory_gb,
             # the instructor's own solution (warm-up) runs unwalled: it is what fills the shared cache
@@ -715,7 +715,7 @@ def _sparkline(scores: list[float], top: float) -> str:
 # Command line
 # ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
-    p = argparse.ArgumentParser(prog="python -m tl_course.grade", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tl_course.classroom.grade", description=__doc__.split("\n\n")[0])
     p.add_argument("--course", type=Path, default=Path("."), help="the nbgrader course folder (default: .)")
     p.add_argument("--assignment", action="append", default=[], help="grade only this assignment (repeatable)")
     p.add_argument("--student", action="append", default=[], help="grade only this student (repeatable)")
@@ -748,7 +748,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
 def main(argv: list[str] | None = None) -> int:
     args, parser = parse_args(argv)
     if args.bench:
-        from .grade_bench import bench
+        from .bench import bench
 
         print(bench(students=args.bench_students, workers=args.workers))
         return 0

@@ -36,12 +36,12 @@ import torch
 from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
-from .data import Samples, Splits, cat_detector_splits, eurosat_splits
-from .features import FeatureSet, cached_features, top_stages, warm_features
-from .freezing import freeze, freeze_bn_stats, stages
-from .models import get_head, load_pretrained, replace_head
-from .profiles import Profile, autocast, get_device, get_profile
-from .training import fit, seed_everything
+from ..data import Samples, Splits, cat_detector_splits, eurosat_splits
+from ..features import FeatureSet, cached_features, top_stages, warm_features
+from ..freezing import freeze, freeze_bn_stats, stages
+from ..models import get_head, load_pretrained, replace_head
+from ..profiles import Profile, autocast, get_device, get_profile
+from ..training import fit, seed_everything
 
 __all__ = [
     "Setup",

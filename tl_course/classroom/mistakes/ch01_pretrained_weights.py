@@ -1,6 +1,6 @@
 """Classic mistakes of chapter 1 (open-source weights: top-k guesses), each of which must cost points.
 
-See tests/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
+See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
 _HEADER = '''def top_k(model, image, preprocess, categories, k=5, device=None):

@@ -90,7 +90,7 @@ print(f"{max(SIZES)} tiles per class: cut {chosen_cut}, accuracy {test_accuracy:
     # --- forbidden shortcut -------------------------------------------------------------------------
     # Calls the library's helper (through a FeatureSet of row numbers) instead of writing the selection.
     "first_per_class_library": {"first_per_class": '''def first_per_class(labels, n):
-    from tl_course.experiments import first_per_class as library_first_per_class
+    from tl_course.book.experiments import first_per_class as library_first_per_class
     labels = torch.as_tensor(labels)
     numbers = FeatureSet(torch.arange(len(labels)), labels, [], 0, "")
     rows, _ = library_first_per_class(numbers, n)

@@ -2,7 +2,7 @@
 
 The instructor notebooks in ``solutions/<id>/<id>.ipynb`` are the nbgrader *source*; the student
 notebooks in ``notebooks/<id>/<id>.ipynb`` are the *release*, produced by ``nbgrader
-generate_assignment`` (``make notebooks`` or ``python -m tl_course.course release``), never by hand.
+generate_assignment`` (``make notebooks`` or ``python -m tl_course.classroom.release release``), never by hand.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import nbformat
 __all__ = ["ROOT", "assignments", "repository_url", "colab_url", "md", "code", "solution", "tests", "readonly",
            "setup_cells", "write_notebook", "release"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assignments(root: Path = ROOT) -> list[str]:
@@ -221,13 +221,10 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tl_course.course")
-    parser.add_argument("command", choices=["release"])
+    parser = argparse.ArgumentParser(prog="python -m tl_course.classroom release",
+                                     description="Regenerate notebooks/ from solutions/ (nbgrader generate_assignment).")
     parser.add_argument("assignment", nargs="*", help="assignment ids (default: all)")
     args = parser.parse_args(argv)
     for assignment_id in args.assignment or assignments():
         print(release(assignment_id))
 
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Benchmark of the course's speed claims: ``python -m tl_course.bench`` prints one table.
+"""Benchmark of the course's speed claims: ``python -m tl_course.book.bench`` prints one table.
 
 1. Feature extraction (decode + preprocess + forward, through a DataLoader) against the pure forward
    pass on already-decoded tensors: how much of the network's speed the pipeline keeps (goal >= 90 %).
@@ -17,12 +17,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import ImageDataset, cat_detector_splits
-from .features import bottom_stages, extract_features, top_stages
-from .freezing import freeze, stages
-from .models import load_pretrained, replace_head
-from .profiles import get_device, get_profile
-from .training import fit
+from ..data import ImageDataset, cat_detector_splits
+from ..features import bottom_stages, extract_features, top_stages
+from ..freezing import freeze, stages
+from ..models import load_pretrained, replace_head
+from ..profiles import get_device, get_profile
+from ..training import fit
 
 
 def _forward_flops(module, x) -> int:
@@ -139,7 +139,7 @@ def _ks(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     # The profile only supplies defaults, read after parsing: a bad TL_COURSE_PROFILE must not break --help.
-    parser = argparse.ArgumentParser(prog="python -m tl_course.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tl_course.book.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=_positive, default=96, help="images to time (default 96)")
     parser.add_argument("--image-size", type=_positive, default=None, help="default: the profile's")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")

@@ -1,6 +1,6 @@
 """Classic mistakes of chapter 4 (freeze and train only the softmax), each of which must cost points.
 
-See tests/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
+See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
 _FREEZE_HEADER = '''def freeze_backbone(model: nn.Module) -> nn.Module:

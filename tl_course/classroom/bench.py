@@ -1,14 +1,14 @@
-"""What grading a class costs on this machine: ``python -m tl_course.grade --bench`` prints one table.
+"""What grading a class costs on this machine: ``python -m tl_course.classroom.grade --bench`` prints one table.
 
 A synthetic class is built in a temporary course folder from the repository's own notebooks, so the
 expected score of every submission is known in advance:
 
 - ``s01`` hands in the reference solution (``solutions/<id>/<id>.ipynb``, markers removed): full marks;
 - ``s02`` hands in the untouched student notebook (``notebooks/<id>/<id>.ipynb``): 0;
-- ``s03``, ``s04``, ... hand in one known mistake each from ``tests/mistakes/<id>.py`` (every answer cell
+- ``s03``, ``s04``, ... hand in one known mistake each from ``tl_course/classroom/mistakes/<id>.py`` (every answer cell
   holds the reference except the mistake's cells): fewer points than full marks.
 
-The class is graded by :func:`tl_course.grade.grade_class` with one worker and with N, each into a fresh
+The class is graded by :func:`tl_course.classroom.grade.grade_class` with one worker and with N, each into a fresh
 SQLite gradebook. What the shared feature cache saves: the reference of ``ch05_cache_activations`` (the
 cheapest notebook that reads the cache; ch02 and ch03 do not) is graded against an empty cache, then
 against the same cache once that run filled it. The cold run executes without namespaces, so that its
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import nbformat
 
-from .course import ROOT
+from .release import ROOT
 
 __all__ = ["DEFAULT_ASSIGNMENTS", "CACHE_ASSIGNMENT", "Planned", "fill_submission", "load_mistakes",
            "build_class", "projection", "bench"]
@@ -86,10 +86,10 @@ def fill_submission(released: Path, source: Path, replacements: dict[str, str] |
     return nb
 
 
-def load_mistakes(assignment: str, repo: Path = ROOT) -> dict[str, dict[str, str]]:
-    """``MISTAKES`` of ``tests/mistakes/<assignment>.py`` (mistake -> {answer grade_id: source}), or {} when
-    the repository has no such file (an installed package ships no tests)."""
-    path = repo / "tests" / "mistakes" / f"{assignment}.py"
+def load_mistakes(assignment: str) -> dict[str, dict[str, str]]:
+    """``MISTAKES`` of the catalogue ``tl_course/classroom/mistakes/<assignment>.py`` (mistake -> {answer
+    grade_id: source}), or {} when the assignment has no catalogue."""
+    path = Path(__file__).resolve().parent / "mistakes" / f"{assignment}.py"
     if not path.is_file():
         return {}
     spec = importlib.util.spec_from_file_location(f"_grade_bench_mistakes_{assignment}", path)
@@ -112,7 +112,7 @@ def build_class(course: Path, assignments: list[str], students: int, repo: Path 
             raise ValueError(f"{assignment} is not an assignment of this course (no {source} or {released}).")
         shutil.copytree(repo / "solutions" / assignment, course / "solutions" / assignment,
                         ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        mistakes = sorted(load_mistakes(assignment, repo).items())
+        mistakes = sorted(load_mistakes(assignment).items())
         for i in range(students):
             student = f"s{i + 1:02d}"
             if i == 1:
@@ -219,7 +219,7 @@ def check_scores(planned: list[Planned], scores: dict[tuple[str, str], tuple[flo
 
 @contextmanager
 def _timed_recording(seconds: list[float]):
-    """Time :func:`tl_course.grade.record` (phase 2, in this process) while grading: ``seconds`` gets one
+    """Time :func:`tl_course.classroom.grade.record` (phase 2, in this process) while grading: ``seconds`` gets one
     entry per recorded notebook."""
     from . import grade
 

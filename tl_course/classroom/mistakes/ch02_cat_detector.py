@@ -1,6 +1,6 @@
 """Classic mistakes of chapter 2 (the cat detector: labels and splits), each of which must cost points.
 
-See tests/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
+See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
 _LABEL_HEADER = '''def cat_label(breed):
