@@ -65,6 +65,8 @@ def test_book_builds_strictly_with_executed_chapters(tmp_path):
             text = (html / f"{page}.html").read_text()
             assert "cell_output" in text, f"{page} has no executed outputs"
             assert "Traceback" not in text, f"{page} shows a traceback"
+            assert "&lt;Figure size" not in text and "<Figure size" not in text, \
+                f"{page} shows a figure as text ('<Figure size ...>'), not as a picture"
             rows = raw_tables(text)
             assert not rows, f"{page} shows a table as raw text: {rows[:3]}"
 

@@ -65,3 +65,26 @@ def test_the_check_sees_long_lines_and_skips_hidden_cells():
             f"```{{code-cell}} ipython3\n{long}\n```\n\n"
             f"```{{code-cell}} ipython3\n:tags: [remove-cell]\n{long}\n```\n")
     assert long_lines(page) == [f"cell 0: {long}"]
+
+
+def inline_backend_first(text: str) -> bool:
+    """Whether the page's first code cell selects the inline backend (``%matplotlib inline``).
+
+    Without it a kernel started with ``MPLBACKEND=Agg`` (as CI and the Makefile do) shows a returned figure as
+    its text form, ``<Figure size 1000x400 with 2 Axes>``, instead of the picture.
+
+    >>> inline_backend_first("---\\njupytext: {text_representation: {format_name: myst}}\\n---\\n"
+    ...                      "```{code-cell}\\n%matplotlib inline\\nx = 1\\n```\\n")
+    True
+    """
+    nb = read_myst_markdown_notebook(text)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    return bool(code) and "%matplotlib inline" in code[0].source.splitlines()
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if "{code-cell}" in p.read_text()],
+                         ids=lambda p: p.stem)
+def test_every_executed_page_draws_inline(page):
+    assert inline_backend_first(page.read_text()), (
+        f"{page.name}: its first code cell must say `%matplotlib inline`, or a figure renders as "
+        "'<Figure size ...>' text when the kernel runs with MPLBACKEND=Agg")
