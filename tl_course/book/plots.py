@@ -480,3 +480,91 @@ def plot_regimes(cells: Sequence[Sequence[str]], agree: Sequence[Sequence[bool |
 
 
 __all__ += ["plot_sweep_heatmap", "plot_probe_curves", "plot_regimes"]
+
+
+#: the smallest font the book's drawn diagrams use, in points: at the book's column width (about 750 px for
+#: an 8-inch figure) one point is about 1.3 px, so 11 pt stays at or above 11 px on a desktop.
+DIAGRAM_FONT = 11
+
+
+def plot_transfer_diagram(n_stages: int = 10, trainable_stages: int = 1, cached: bool = True,
+                          new_layers: str = "new 3-way softmax", width: float = 8.0) -> Figure:
+    """The course's picture of transfer learning, in the stage convention of :func:`tl_course.freeze`: a
+    network of ``n_stages`` stages whose last one is the **new head**; the top ``trainable_stages`` (the head
+    included) train, the pretrained stages below the **cut** are frozen, and, when ``cached``, their output
+    is the **cached activations**, saved to disk once and read back every epoch instead of running the
+    frozen stages again.
+
+    Stages are drawn from the image (left) to the prediction (right). Every text is at least
+    :data:`DIAGRAM_FONT` points.
+
+    >>> fig = plot_transfer_diagram(n_stages=10, trainable_stages=2)
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]  # doctest: +NORMALIZE_WHITESPACE
+    ['frozen: 8 pretrained stages (requires_grad=False, BatchNorm in eval)', 'trained: 1 pretrained stage',
+     'new 3-way softmax']
+    >>> plot_transfer_diagram(n_stages=3, trainable_stages=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: trainable_stages must be between 1 and n_stages - 1 = 2 (at least one stage stays frozen), got 3.
+    """
+    if n_stages < 2:
+        raise ValueError(f"n_stages must be at least 2, got {n_stages}.")
+    if not 1 <= trainable_stages <= n_stages - 1:
+        raise ValueError(f"trainable_stages must be between 1 and n_stages - 1 = {n_stages - 1} (at least one "
+                         f"stage stays frozen), got {trainable_stages}.")
+    n_stages, cut = n_stages - 1, n_stages - trainable_stages  # pretrained stages; frozen ones below the cut
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig = _new_figure((width, 3.4 if cached else 2.6))
+    ax = fig.subplots()
+    ax.set_axis_off()
+    slots = n_stages + 3  # image, the stages, the new head, the prediction
+    ax.set_xlim(0, slots)
+    ax.set_ylim(-1.9 if cached else -0.3, 3.0)
+    frozen, trained, new = "#cfe2f3", "#fde0c5", "#d9f2d9"
+
+    def box(x: float, y: float, w: float, h: float, colour: str, text: str = "", **kw) -> None:
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    facecolor=colour, edgecolor="#444444", linewidth=1))
+        if text:
+            ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=DIAGRAM_FONT, **kw)
+
+    def arrow(x0: float, y0: float, x1: float, y1: float, **kw) -> None:
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12,
+                                     color="#444444", linewidth=1.2, **kw))
+
+    box(0.0, 0.2, 0.92, 1.0, "white", "photo")
+    for i in range(n_stages):
+        x = 1 + i
+        box(x + 0.08, 0.2, 0.84, 1.0, frozen if i < cut else trained, str(i + 1))
+        arrow(x - 0.1 if i == 0 else x - 0.08, 0.7, x + 0.08, 0.7)
+    head_x = 1 + n_stages
+    box(head_x + 0.08, 0.2, 0.84, 1.0, new, "new\nhead", color="#1a5e1a")
+    arrow(head_x - 0.08, 0.7, head_x + 0.08, 0.7)
+    arrow(head_x + 0.92, 0.7, head_x + 1.1, 0.7)
+    ax.text(head_x + 1.15, 0.7, "Tigger\nMisty\nneither", ha="left", va="center", fontsize=DIAGRAM_FONT)
+    cut_x = 1 + cut
+    ax.plot([cut_x, cut_x], [-0.05, 1.75], color="#c0392b", linewidth=2, linestyle="--")
+    ax.text(cut_x, 1.8, "cut", ha="center", va="bottom", fontsize=DIAGRAM_FONT, color="#c0392b", weight="bold")
+    above = n_stages - cut
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=frozen, edgecolor="#444444",
+                     label=f"frozen: {cut} pretrained stage{'s' if cut > 1 else ''} (requires_grad=False, "
+                           "BatchNorm in eval)"),
+               *([Patch(facecolor=trained, edgecolor="#444444",
+                        label=f"trained: {above} pretrained stage{'s' if above > 1 else ''}")] if above else []),
+               Patch(facecolor=new, edgecolor="#444444", label=new_layers)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=DIAGRAM_FONT,
+              frameon=False, handlelength=1.2, columnspacing=1.2, borderaxespad=0)
+    if cached:
+        centre = min(max(cut_x, 1.7), slots - 1.7)  # the box stays inside the figure whatever the cut
+        box(centre - 1.6, -1.75, 3.2, 0.9, "#f2f2f2", "cached activations\n(computed once, saved to disk)")
+        arrow(cut_x - 0.3, 0.15, cut_x - 0.3, -0.8)
+        arrow(cut_x + 0.3, -0.8, cut_x + 0.3, 0.15)
+        ax.text(cut_x - 0.4, -0.35, "save once", ha="right", va="center", fontsize=DIAGRAM_FONT)
+        ax.text(cut_x + 0.4, -0.35, "read every epoch", ha="left", va="center", fontsize=DIAGRAM_FONT)
+    return fig
+
+
+__all__ += ["plot_transfer_diagram", "DIAGRAM_FONT"]
