@@ -1,0 +1,81 @@
+"""What the teaching guide (``book/teaching.md``) reads from the course itself, so that it never repeats by
+hand what another file already says: each chapter's learning objectives (its "You will be able to"
+admonition) and the known mistakes of each graded notebook (the catalogue in
+``tl_course/classroom/mistakes/``, one comment line above each mistake).
+
+Torch-free and import-free: it reads text files.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+__all__ = ["Mistake", "chapter_title", "chapter_objectives", "catalogue_mistakes"]
+
+_ADMONITION = re.compile(r"```\{admonition\} You will be able to\n(?::[^\n]*\n)*(?P<body>.*?)```", re.S)
+
+
+class Mistake(NamedTuple):
+    name: str
+    kind: str          #: the catalogue's class of hole: leak, how, forbidden, narrow
+    description: str   #: the comment line above the mistake in the catalogue
+
+
+def chapter_title(page: str) -> str:
+    """The first ``# `` heading of a MyST page.
+
+    >>> chapter_title("---\\nx: 1\\n---\\n\\n# Freeze and train only the softmax\\n\\ntext")
+    'Freeze and train only the softmax'
+    """
+    for line in page.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    raise ValueError("the page has no '# ' title.")
+
+
+def chapter_objectives(page: str) -> list[str]:
+    """The bullet points of a page's ``You will be able to`` admonition (an empty list when it has none).
+
+    >>> chapter_objectives("# T\\n\\n```{admonition} You will be able to\\n:class: tip\\n- load a network\\n"
+    ...                    "- freeze it\\n\\nMore.\\n```\\n")
+    ['load a network', 'freeze it']
+    """
+    match = _ADMONITION.search(page)
+    if not match:
+        return []
+    return [line[2:].strip() for line in match.group("body").splitlines() if line.startswith("- ")]
+
+
+def catalogue_mistakes(source: str) -> list[Mistake]:
+    """The mistakes of one catalogue file (its Python source), in file order: name, kind (from ``KIND``) and
+    the comment line(s) written right above the mistake in ``MISTAKES`` ('' when there is none).
+
+    >>> src = 'MISTAKES = {\\n    # Forgets the seed.\\n    "unseeded": {"cell": "x"},\\n}\\nKIND = {"unseeded": "how"}\\n'
+    >>> catalogue_mistakes(src)
+    [Mistake(name='unseeded', kind='how', description='Forgets the seed.')]
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    mistakes, kinds = None, {}
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        name = getattr(target, "id", None)
+        if name == "MISTAKES" and isinstance(node.value, ast.Dict):
+            mistakes = node.value
+        elif name == "KIND":
+            kinds = ast.literal_eval(node.value)
+    if mistakes is None:
+        raise ValueError("the catalogue has no MISTAKES = {...} dictionary.")
+    out = []
+    for key in mistakes.keys:
+        if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
+            continue
+        comment, row = [], key.lineno - 2
+        while row >= 0 and lines[row].strip().startswith("#"):
+            comment.insert(0, lines[row].strip().lstrip("#").strip())
+            row -= 1
+        out.append(Mistake(key.value, kinds.get(key.value, ""), " ".join(comment)))
+    return out
