@@ -12,6 +12,8 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
+from browser import check_pages, chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TL_COURSE_DATA", ROOT.parent / "shared" / "data"))
 
@@ -69,6 +71,11 @@ def test_book_builds_strictly_with_executed_chapters(tmp_path):
                 f"{page} shows a figure as text ('<Figure size ...>'), not as a picture"
             rows = raw_tables(text)
             assert not rows, f"{page} shows a table as raw text: {rows[:3]}"
+    # Every page in a real browser at a desktop and a phone width; the screenshots stay in _build/ (CI artefacts).
+    if chromium() is None and os.environ.get("TL_COURSE_REQUIRE_BROWSER") != "1":
+        pytest.skip("built, but no Chromium to look at the pages (Debian package chromium; .ci/run installs it)")
+    problems = check_pages(html, _toc_files(), shots=ROOT / "_build" / "screenshots")
+    assert not problems, "the built pages in a browser:\n" + "\n".join(problems)
 
 
 TABLE_PAGE = """---
