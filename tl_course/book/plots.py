@@ -568,3 +568,81 @@ def plot_transfer_diagram(n_stages: int = 10, trainable_stages: int = 1, cached:
 
 
 __all__ += ["plot_transfer_diagram", "DIAGRAM_FONT"]
+
+
+def plot_filters(weight: Any, columns: int = 16, title: str | None = None) -> Figure:
+    """The first layer's convolution filters as small colour images, one per output channel.
+
+    ``weight`` has shape ``(out_channels, 3, k, k)`` (an RGB first layer). Each filter is scaled to
+    [0, 1] on its own, so the picture shows its pattern (an edge, a colour blob, a stripe), not its size.
+
+    >>> import numpy as np
+    >>> fig = plot_filters(np.random.default_rng(0).normal(size=(32, 3, 3, 3)))
+    >>> len(fig.axes)
+    32
+    >>> plot_filters(np.zeros((8, 1, 3, 3)))
+    Traceback (most recent call last):
+    ...
+    ValueError: weight must have shape (out_channels, 3, k, k) (an RGB first layer), got (8, 1, 3, 3).
+    """
+    w = _to_numpy(weight).astype(float)
+    if w.ndim != 4 or w.shape[1] != 3:
+        raise ValueError(f"weight must have shape (out_channels, 3, k, k) (an RGB first layer), got {w.shape}.")
+    n = w.shape[0]
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    fig = _new_figure((0.5 * cols + 0.4, 0.5 * rows + (0.5 if title else 0.1)))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < n:
+            f = w[i].transpose(1, 2, 0)
+            span = f.max() - f.min()
+            ax.imshow((f - f.min()) / span if span > 0 else np.zeros_like(f), interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=DIAGRAM_FONT)
+    return fig
+
+
+def plot_activation_maps(image: Any, maps: dict[str, Any], per_stage: int = 4, mean: Any = None,
+                         std: Any = None) -> Figure:
+    """What one photo looks like inside the network: for each entry of ``maps`` (a stage's name ->
+    its activations, shape ``(channels, h, w)``), the ``per_stage`` channels that respond most strongly
+    (highest mean activation), bright where they fire. The photo itself comes first.
+
+    Early stages keep the photo's layout (edges, fur, the outline); later ones are coarse grids whose
+    channels answer "is there an eye / an ear / stripes here".
+
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> rng = np.random.default_rng(0)
+    >>> fig = plot_activation_maps(Image.new("RGB", (64, 64)), {"stage 1": rng.random((16, 32, 32)),
+    ...                                                      "stage 5": rng.random((80, 4, 4))}, per_stage=3)
+    >>> len(fig.axes)
+    8
+    """
+    if not maps:
+        raise ValueError("maps is empty: give at least one stage's activations.")
+    fig = _new_figure((1.6 * (per_stage + 1), 1.7 * len(maps) + 0.2))
+    axes = np.asarray(fig.subplots(len(maps), per_stage + 1, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    photo = _image_array(image, mean, std)
+    for r, (name, activation) in enumerate(maps.items()):
+        a = _to_numpy(activation).astype(float)
+        if a.ndim != 3:
+            raise ValueError(f"maps[{name!r}] must have shape (channels, h, w), got {a.shape}.")
+        if r == 0:
+            _imshow(axes[0, 0], photo)
+            axes[0, 0].set_title("photo", fontsize=DIAGRAM_FONT)
+        else:
+            axes[r, 0].set_axis_off()
+        strongest = np.argsort(a.mean(axis=(1, 2)))[::-1][:per_stage]
+        for c, channel in enumerate(strongest, start=1):
+            axes[r, c].imshow(a[channel], cmap="magma", interpolation="nearest")
+            axes[r, c].set_title(f"{name}: channel {channel}\n{a.shape[1]} × {a.shape[2]} grid", fontsize=9)
+    return fig
+
+
+__all__ += ["plot_filters", "plot_activation_maps"]
