@@ -646,3 +646,34 @@ def plot_activation_maps(image: Any, maps: dict[str, Any], per_stage: int = 4, m
 
 
 __all__ += ["plot_filters", "plot_activation_maps"]
+
+
+def plot_lr_range(result: Any, chosen: float | None = None, title: str | None = None) -> Figure:
+    """The learning-rate range test (:func:`tl_course.book.lr_range.lr_range_test`): smoothed training loss
+    against the learning rate (log scale), its suggestion marked, and ``chosen``, the rate the chapter uses,
+    as a vertical line.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> r = SimpleNamespace(lrs=np.geomspace(1e-5, 1, 30), losses=np.linspace(1.1, 0.4, 30), suggested=1e-2)
+    >>> fig = plot_lr_range(r, chosen=3e-3)
+    >>> fig.axes[0].get_xscale()
+    'log'
+    """
+    fig = _new_figure((6.4, 3.6))
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses, color="tab:blue", label="training loss (smoothed)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate", fontsize=DIAGRAM_FONT)
+    ax.set_ylabel("loss", fontsize=DIAGRAM_FONT)
+    i = int(np.argmin(np.abs(np.log(result.lrs) - np.log(result.suggested))))
+    ax.plot([result.lrs[i]], [result.losses[i]], "o", color="tab:orange",
+            label=f"steepest descent: {result.suggested:.0e}")
+    if chosen is not None:
+        ax.axvline(chosen, color="tab:green", linestyle="--", label=f"chosen: {chosen:g}")
+    ax.legend(fontsize=9)
+    ax.set_title(title or "learning-rate range test", fontsize=DIAGRAM_FONT)
+    return fig
+
+
+__all__ += ["plot_lr_range"]
