@@ -137,8 +137,12 @@ def show_images(images: Any, true_labels: Sequence | None = None, pred_labels: S
     indices into ``classes`` or names. With predictions the whole cell title is green when right and
     red when wrong.
 
-    >>> fig = show_images(batch, labels, preds, classes=["Tigger", "Misty", "neither"],
-    ...                   mean=preprocess.mean, std=preprocess.std)
+    >>> import torch
+    >>> batch = torch.rand(4, 3, 32, 32) * 2 - 1            # normalised with mean = std = 0.5
+    >>> fig = show_images(batch, [0, 1, 2, 0], [0, 2, 2, 0], classes=["Tigger", "Misty", "neither"],
+    ...                   mean=[0.5] * 3, std=[0.5] * 3)
+    >>> [ax.get_title(loc="center").splitlines()[0] for ax in fig.axes][:2]
+    ['true: Tigger', 'true: Misty']
     """
     if _is_tensor(images):
         images = [images] if images.ndim == 3 else list(images)  # a single CHW tensor is one image
@@ -184,7 +188,12 @@ def plot_topk(image: Any, probs: Any, categories: Sequence[str], k: int = 5,
     image or a CHW tensor in [0, 1] (a normalised tensor would show distorted colours), or ``None`` for
     the bars alone. ``ax``: a pair ``(image_ax, bar_ax)``, or one Axes for the bars alone.
 
-    >>> fig = plot_topk(photo, model(x).softmax(1)[0], categories, k=5)
+    >>> import torch
+    >>> from PIL import Image
+    >>> probs = torch.tensor([0.05, 0.6, 0.1, 0.25])
+    >>> fig = plot_topk(Image.new("RGB", (32, 32)), probs, ["tabby", "tiger cat", "pug", "Egyptian cat"], k=3)
+    >>> [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    ['tiger cat', 'Egyptian cat', 'pug']
     """
     p = _to_numpy(probs).astype(np.float64)
     p = p.reshape(-1) if p.ndim > 1 and p.size == p.shape[-1] else p  # (1, 1000) from a batch of one
@@ -248,7 +257,11 @@ def plot_history(*histories: Any, labels: Sequence[str] | None = None, metric: s
     as ``.epochs``. One colour per history, named by ``labels`` in the legend of the loss panel. A history
     with a ``best_epoch`` (1-based, as the ``epoch`` key) gets a star on that epoch in both panels.
 
-    >>> fig = plot_history(head_only, fine_tuned, labels=["head only", "last 2 stages"])
+    >>> head_only = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + e / 20, "val_loss": 1.2 / e,
+    ...               "val_acc": 0.45 + e / 20} for e in range(1, 6)]
+    >>> fig = plot_history(head_only, head_only[:3], labels=["head only", "last 2 stages"])
+    >>> len(fig.axes)
+    2
     """
     if not histories:
         raise ValueError("plot_history needs at least one history.")
@@ -351,8 +364,11 @@ def plot_heatmap(values: Any, row_labels: Sequence, col_labels: Sequence, xlabel
 
     ``fmt`` is applied to Python floats (use ``"{:.0f}"`` for whole numbers).
 
+    >>> acc = [[0.61, 0.58, 0.55], [0.72, 0.74, 0.70], [0.85, 0.88, float("nan")]]
     >>> fig = plot_heatmap(acc, row_labels=[2, 5, 20], col_labels=[1, 2, 3], xlabel="trainable stages",
-    ...                    ylabel="training images per class", title="test accuracy")
+    ...                    ylabel="training images per class", title="test accuracy", fmt="{:.2f}")
+    >>> sorted(t.get_text() for t in fig.axes[0].texts)[:3]
+    ['0.55', '0.58', '0.61']
     """
     v = _to_numpy(values).astype(np.float64)
     if v.shape != (len(row_labels), len(col_labels)):
@@ -386,6 +402,8 @@ def plot_sweep_heatmap(mean: Any, row_labels: Sequence, col_labels: Sequence, xl
     the chosen setting: ``best[i]`` is the column chosen in row ``i`` (say, by validation accuracy), drawn as
     a red line through outlined cells.
 
+    >>> test_mean = [[0.70, 0.74, 0.69], [0.80, 0.83, 0.82], [0.88, 0.90, 0.93]]
+    >>> test_std = [[0.02, 0.01, 0.03]] * 3
     >>> fig = plot_sweep_heatmap(test_mean, [10, 50, 250], [1, 2, 3], "trainable stages", "tiles per class",
     ...                          spread=test_std, best=[1, 1, 2])
     """
@@ -423,7 +441,9 @@ def plot_probe_curves(curves: dict, xlabel: str = "cut (stages below the probe)"
     ``(cuts, mean, spread)`` (error bars); the best cut of each line is ringed. ``chance[name]`` draws that
     domain's chance level as a dotted line.
 
-    >>> fig = plot_probe_curves({"pets": (cuts, pets_acc), "EuroSAT": (cuts, eurosat_acc, eurosat_std)})
+    >>> cuts = [2, 4, 6, 8]
+    >>> fig = plot_probe_curves({"pets": (cuts, [0.5, 0.7, 0.85, 0.9]),
+    ...                          "EuroSAT": (cuts, [0.6, 0.8, 0.82, 0.78], [0.02, 0.02, 0.01, 0.02])})
     """
     if not curves:
         raise ValueError("plot_probe_curves needs at least one curve.")
