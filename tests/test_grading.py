@@ -20,9 +20,9 @@ from conftest import DATA, needs_pets
 # ---------------------------------------------------------------------------------------------
 def test_split_sizes_counts_the_largest_split_a_notebook_builds():
     ci = get_profile("ci")
-    assert grading.split_sizes(ci) == ci.test_per_class + ci.val_per_class + max(ci.train_per_class, *ci.sweep_sizes)
-    big_sweep = get_profile("ci", sweep_sizes=(2, 500))
-    assert grading.split_sizes(big_sweep) == ci.test_per_class + ci.val_per_class + 500
+    assert grading.split_sizes(ci) == ci.test_per_class + ci.val_per_class + ci.train_per_class == 60
+    big = get_profile("ci", train_per_class=500)
+    assert grading.split_sizes(big) == ci.test_per_class + ci.val_per_class + 500
 
 
 @needs_pets
