@@ -3,8 +3,8 @@
 Three homes:
 
 - ``tl_course`` (this package): what a student's notebook imports (data, models and their families,
-  freezing, features and their cache, training, checks, grading helpers, profiles). The names below load on first use (PEP 562),
-  so ``import tl_course`` alone does not import torch;
+  freezing, features and their cache, training, checks, grading helpers, profiles). The names below load
+  on first use (PEP 562), so ``import tl_course`` alone does not import torch;
 - ``tl_course.book``: what only the book's pages run (experiments, plots, the speed bench);
 - ``tl_course.classroom``: what only an instructor runs (release, grading a class, the sandbox), torch-free.
 

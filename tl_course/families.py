@@ -57,7 +57,8 @@ class Family:
     #: model name -> its pretrained weights record (url, transforms, meta["categories"]): a torchvision ``Weights``
     #: or a member of a torchvision weights enum (``ResNet18_Weights.DEFAULT``)
     weights: Mapping[str, Weights | WeightsEnum]
-    build: Callable[[str, Weights | WeightsEnum | None], nn.Module]  #: (model name, weights or None for random init) -> network
+    #: (model name, its weights record or None for a random initialisation) -> the network
+    build: Callable[[str, Weights | WeightsEnum | None], nn.Module]
     split: Callable[[nn.Module], list[nn.Module]]  #: the network -> its stages, input to output, classifier last
     head: str  #: dotted path of the classification layer (``fc``, ``classifier``, ``classifier.3``)
     description: str = field(default="", compare=False)  #: what the stages are, for people
@@ -72,8 +73,9 @@ class Family:
             raise ValueError(f"Family {self.name!r}: weights must map at least one model name to its Weights record.")
         bad = [name for name, w in self.weights.items() if not isinstance(w, (Weights, WeightsEnum))]
         if bad:
-            raise ValueError(f"Family {self.name!r}: weights[{bad[0]!r}] must be a torchvision Weights record (or "
-                             "a WeightsEnum member such as ResNet18_Weights.DEFAULT): url, transforms, meta['categories'].")
+            raise ValueError(f"Family {self.name!r}: weights[{bad[0]!r}] must be a torchvision Weights record (or a "
+                             "WeightsEnum member such as ResNet18_Weights.DEFAULT): url, transforms, "
+                             "meta['categories'].")
         if not isinstance(self.head, str) or not self.head:
             raise ValueError(f"Family {self.name!r}: head must be the dotted path of the classification layer, "
                              f"got {self.head!r}.")
@@ -118,7 +120,8 @@ _LITE0_BLOCKS_PER_STAGE = (1, 2, 2, 3, 3, 4, 1)  # 16 MBConv blocks in 7 stages
 _LITE0_BLOCK_NAMES_NO_EXPAND = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _LITE0_BLOCK_NAMES_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
                              "_project_conv": "conv_pwl", "_bn2": "bn3"}
-_LITE0_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+                    "_fc": "classifier"}
 
 
 def lite0_key_map(keys: list[str]) -> dict[str, str]:
@@ -279,7 +282,7 @@ def find_family(name: str) -> Family:
 
     >>> find_family("efficientnet_b0").name
     'efficientnet'
-    >>> find_family("vgg16")
+    >>> find_family("vgg16")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ValueError: Unknown model 'vgg16': choose one of efficientnet_lite0, resnet18, ...
