@@ -51,7 +51,7 @@ def test_held_out_is_disjoint_from_the_real_ci_splits():
     from tl_course.data import cat_detector_splits
 
     ci = get_profile("ci")
-    splits = cat_detector_splits(max(ci.train_per_class, *ci.sweep_sizes), ci.val_per_class, ci.test_per_class,
+    splits = cat_detector_splits(ci.train_per_class, ci.val_per_class, ci.test_per_class,
                                  seed=0, root=DATA)
     used = set(splits.train.files) | set(splits.val.files) | set(splits.test.files)
     held = grading.held_out_samples(per_class=10, profile=ci, root=DATA)
