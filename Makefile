@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make book   installs what it needs and builds the book with every chapter executed (_build/html)
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
-#   make test-fast  only the package tests (pytest -m "not slow")
+#   make test-fast  only the package tests (pytest -m "not slow") and the docstring examples
 #   make grade  grade the class in submitted/ (python -m tl_course.classroom grade; see book/instructors.md)
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
 
@@ -36,9 +36,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
-# The package tests only (no notebooks through nbgrader, no book build): a few minutes on 2 cores.
+# The package tests only (no notebooks through nbgrader, no book build), then every docstring example of
+# the package (each in a temporary folder, see conftest.py): a few minutes on 2 cores.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q --doctest-modules tl_course
 
 demo: $(STAMP)
 	$(BIN)/python -m tl_course demo

@@ -20,9 +20,9 @@ from conftest import DATA, needs_pets
 # ---------------------------------------------------------------------------------------------
 def test_split_sizes_counts_the_largest_split_a_notebook_builds():
     ci = get_profile("ci")
-    assert grading.split_sizes(ci) == ci.test_per_class + ci.val_per_class + max(ci.train_per_class, *ci.sweep_sizes)
-    big_sweep = get_profile("ci", sweep_sizes=(2, 500))
-    assert grading.split_sizes(big_sweep) == ci.test_per_class + ci.val_per_class + 500
+    assert grading.split_sizes(ci) == ci.test_per_class + ci.val_per_class + ci.train_per_class == 60
+    big = get_profile("ci", train_per_class=500)
+    assert grading.split_sizes(big) == ci.test_per_class + ci.val_per_class + 500
 
 
 @needs_pets
@@ -51,7 +51,7 @@ def test_held_out_is_disjoint_from_the_real_ci_splits():
     from tl_course.data import cat_detector_splits
 
     ci = get_profile("ci")
-    splits = cat_detector_splits(max(ci.train_per_class, *ci.sweep_sizes), ci.val_per_class, ci.test_per_class,
+    splits = cat_detector_splits(ci.train_per_class, ci.val_per_class, ci.test_per_class,
                                  seed=0, root=DATA)
     used = set(splits.train.files) | set(splits.val.files) | set(splits.test.files)
     held = grading.held_out_samples(per_class=10, profile=ci, root=DATA)

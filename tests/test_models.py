@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from conftest import PETS, needs_pets
-from tl_course import models
+from tl_course import families
 from tl_course.checks import snapshot
 from tl_course.data import load_rgb
+from tl_course.families import lite0_key_map
 from tl_course.models import (SUPPORTED_MODELS, WeightsUnavailableError, get_head, imagenet_categories,
-                              lite0_key_map, load_pretrained, load_random_init, replace_head)
+                              load_pretrained, load_random_init, preprocessing, replace_head)
 
 CAT_CLASSES = {"tiger cat", "tabby", "Egyptian cat"}
 
@@ -39,7 +40,7 @@ def test_pretrained_lite0_sees_a_cat_in_bengal_photos(pretrained):
 
 
 def test_lite0_key_map_covers_the_checkpoint_one_to_one():
-    checkpoint = torch.load(models._lite0_checkpoint_path(), map_location="cpu", weights_only=True)
+    checkpoint = torch.load(families._lite0_checkpoint_path(), map_location="cpu", weights_only=True)
     target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     mapping = lite0_key_map(list(checkpoint))
 

@@ -254,12 +254,12 @@ def test_frozen_model_round_trips_and_shows_it_is_frozen(frozen, pretrained):
         assert torch.equal(frozen(x), loaded(x))
     fresh = replace_head(copy.deepcopy(pretrained.model), 3)
     fresh.load_state_dict(frozen.state_dict())
-    assert "Frozen" in repr(frozen) and "frozen" in repr(frozen.bn1)
+    assert "EvalMode" in repr(frozen) and repr(frozen.bn1).startswith("EvalMode")
     assert isinstance(frozen.bn1, nn.BatchNorm2d)
     plain_types = [type(m) for m in fresh.modules()]
     unfreeze(frozen)
     assert [type(m) for m in frozen.modules()] == plain_types  # unfreeze undoes every class swap
-    assert "Frozen" not in repr(frozen)
+    assert "EvalMode" not in repr(frozen)
     frozen.train()
     assert all(m.training for m in frozen.modules())
 
@@ -268,12 +268,12 @@ def get_classifier_training(model) -> bool:
     return model.classifier.training
 
 
-def test_plain_batchnorm_becomes_frozen_batchnorm2d():
+def test_plain_batchnorm_becomes_eval_mode_batchnorm2d():
     model = load_random_init("resnet18", image_size=64).model
     freeze(replace_head(model, 3), trainable_stages=1)
-    assert type(model.bn1) is tl_course.FrozenBatchNorm2d
+    assert type(model.bn1) is tl_course.EvalModeBatchNorm2d
     model2 = copy.deepcopy(model)
-    assert type(model2.layer1[0].bn1) is tl_course.FrozenBatchNorm2d
+    assert type(model2.layer1[0].bn1) is tl_course.EvalModeBatchNorm2d
     unfreeze(model)
     assert type(model.bn1) is nn.BatchNorm2d
 

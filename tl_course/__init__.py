@@ -2,9 +2,9 @@
 
 Three homes:
 
-- ``tl_course`` (this package): what a student's notebook imports (data, models, freezing, features and
-  their cache, training, checks, grading helpers, profiles). The names below load on first use (PEP 562),
-  so ``import tl_course`` alone does not import torch;
+- ``tl_course`` (this package): what a student's notebook imports (data, models and their families,
+  freezing, features and their cache, training, checks, grading helpers, profiles). The names below load
+  on first use (PEP 562), so ``import tl_course`` alone does not import torch;
 - ``tl_course.book``: what only the book's pages run (experiments, plots, the speed bench);
 - ``tl_course.classroom``: what only an instructor runs (release, grading a class, the sandbox), torch-free.
 
@@ -28,18 +28,19 @@ _MODULES = {
     "features": ("FeatureSet", "bottom_stages", "cached_features", "extract_features", "features_fingerprint",
                  "load_features", "preprocess_identity", "save_features", "top_stages", "warm_features",
                  "cache_dir", "clear_cache", "prune_cache"),
-    "freezing": ("FrozenBatchNorm2d", "StagedModel", "build_optimizer", "count_parameters", "freeze", "freeze_bn_stats", "param_groups",
-                 "replace_top_stages", "stages", "trainable_parameters", "unfreeze"),
+    "freezing": ("EvalModeBatchNorm2d", "StagedModel", "build_optimizer", "count_parameters", "freeze",
+                 "freeze_bn_stats", "param_groups", "replace_top_stages", "stages", "trainable_parameters", "unfreeze"),
+    "families": ("Family", "using_families"),
     "models": ("SUPPORTED_MODELS", "Pretrained", "WeightsUnavailableError", "get_head", "imagenet_categories",
-               "load_pretrained", "load_random_init", "replace_head"),
+               "load_pretrained", "load_random_init", "preprocessing", "replace_head"),
     "profiles": ("PROFILES", "Profile", "get_device", "get_profile"),
     "checks": ("check_head", "check_only_head_trains"),
     "training": ("Evaluation", "History", "evaluate", "fit", "predict", "seed_everything"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 #: submodules a notebook reaches as attributes (``tl_course.grading.check``)
-_SUBMODULES = ("checks", "data", "features", "freezing", "grading", "models", "paths", "profiles", "training",
-               "book", "classroom")
+_SUBMODULES = ("checks", "data", "families", "features", "freezing", "grading", "models", "paths", "profiles",
+               "training", "book", "classroom")
 
 __all__ = sorted(_EXPORTS)
 
@@ -51,7 +52,8 @@ def __getattr__(name: str):
         return value
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'tl_course' has no attribute {name!r}")
+    raise AttributeError(f"module 'tl_course' has no attribute {name!r}: its names are listed in "
+                         "tl_course.__all__, its submodules in dir(tl_course).")
 
 
 def __dir__() -> list[str]:

@@ -14,7 +14,9 @@ __all__ = ["snapshot", "changed", "bn_running_stats", "optimizer_step", "optimiz
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of every parameter and buffer (BatchNorm running statistics included), by name.
 
-    >>> before = snapshot(model)
+    >>> before = snapshot(torch.nn.BatchNorm2d(8))
+    >>> sorted(before)
+    ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -22,8 +24,11 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def changed(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
     """Names of the tensors that are not bit-identical to ``before``.
 
+    >>> model = torch.nn.Linear(4, 2)
+    >>> before = snapshot(model)
+    >>> model.bias.data += 1
     >>> changed(before, model)
-    ['classifier.weight', 'classifier.bias']
+    ['bias']
     """
     now = model.state_dict()
     return [k for k, v in before.items() if k in now and not torch.equal(v, now[k].detach().cpu())]
@@ -32,7 +37,9 @@ def changed(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
 def bn_running_stats(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every BatchNorm running mean and variance, by module name.
 
-    >>> stats = bn_running_stats(model)
+    >>> stats = bn_running_stats(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)))
+    >>> sorted(stats)
+    ['1.running_mean', '1.running_var']
     """
     stats = {}
     for name, m in model.named_modules():
@@ -45,7 +52,9 @@ def bn_running_stats(model: nn.Module) -> dict[str, torch.Tensor]:
 def optimizer_parameter_ids(optimizer: torch.optim.Optimizer) -> set[int]:
     """``id()`` of every parameter the optimizer updates.
 
-    >>> optimizer_parameter_ids(optimizer) == {id(p) for p in model.classifier.parameters()}
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    >>> optimizer = torch.optim.SGD(model[1].parameters(), lr=0.1)
+    >>> optimizer_parameter_ids(optimizer) == {id(p) for p in model[1].parameters()}
     True
     """
     return {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -55,7 +64,13 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, image_siz
                    seed: int = 0) -> None:
     """One real training step in ``model.train()`` mode on a random batch (what a training loop does).
 
-    >>> optimizer_step(model, optimizer)
+    >>> from tl_course.freezing import build_optimizer, freeze
+    >>> from tl_course.models import load_random_init
+    >>> model = freeze(load_random_init("resnet18").model, trainable_stages=1)
+    >>> before = snapshot(model)
+    >>> optimizer_step(model, build_optimizer(model))
+    >>> changed(before, model)  # only the trainable head moved, the frozen BatchNorm statistics did not
+    ['fc.weight', 'fc.bias']
     """
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -71,7 +86,13 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, image_siz
 def check_head(model: nn.Module, num_classes: int, image_size: int = 64) -> None:
     """The network ends in a ``num_classes``-way layer and outputs ``num_classes`` logits.
 
-    >>> check_head(model, 3)
+    >>> from tl_course.models import load_random_init, replace_head
+    >>> model = replace_head(load_random_init("resnet18").model, 3)
+    >>> check_head(model, 3)  # passes: says nothing
+    >>> check_head(model, 5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    AssertionError: The model outputs (3,) values per image, not 5: replace the 1000-way layer instead of ...
     """
     from .models import get_head
 
@@ -104,7 +125,16 @@ def check_only_head_trains(model: nn.Module, optimizer: torch.optim.Optimizer, h
     the optimizer's state are restored afterwards (in place, not on a copy: a student's hooks may refer to
     the original modules).
 
-    >>> check_only_head_trains(model, optimizer, model.classifier)
+    >>> from tl_course.freezing import build_optimizer, freeze
+    >>> from tl_course.models import load_random_init, replace_head
+    >>> model = freeze(replace_head(load_random_init("resnet18").model, 3), trainable_stages=1)
+    >>> check_only_head_trains(model, build_optimizer(model), model.fc)  # passes: says nothing
+    >>> unfrozen = replace_head(load_random_init("resnet18").model, 3)
+    >>> everything = torch.optim.SGD(unfrozen.parameters(), lr=0.1)
+    >>> check_only_head_trains(unfrozen, everything, unfrozen.fc)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    AssertionError: The optimizer updates 62 tensors but the new head has 2: build it from the trainable ...
     """
     import copy
 

