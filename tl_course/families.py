@@ -34,8 +34,8 @@ from torchvision.models import Weights, WeightsEnum
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
-__all__ = ["Family", "Weights", "WeightsUnavailableError", "BUILTIN_FAMILIES", "families", "find_family",
-           "family_of", "using_families", "lite0_key_map"]
+__all__ = ["Family", "Weights", "WeightsUnavailableError", "BUILTIN_FAMILIES", "families", "model_names",
+           "find_family", "family_of", "using_families", "eval_transform", "lite0_key_map"]
 
 
 class WeightsUnavailableError(RuntimeError):
