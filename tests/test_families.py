@@ -160,6 +160,7 @@ def test_a_model_name_belongs_to_one_family():
     ({"architecture": "TinyNet"}, "architecture"),
     ({"weights": {}}, "weights"),
     ({"weights": {"tiny_net": "https://example.org/tiny.pth"}}, "Weights record"),
+    ({"weights": {"tiny_net": Weights("", TINY_WEIGHTS.transforms, {})}}, "categories"),
     ({"head": ""}, "head"),
 ])
 def test_a_bad_record_is_refused_in_one_sentence(change, word):

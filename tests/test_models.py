@@ -70,6 +70,17 @@ def test_preprocess_is_the_lite0_one(pretrained):
     assert list(small.mean) == [0.5, 0.5, 0.5] and list(small.std) == [0.5, 0.5, 0.5]
 
 
+def test_preprocessing_without_loading_the_model(pretrained):
+    assert repr(preprocessing()) == repr(pretrained.preprocess)
+    assert repr(preprocessing("efficientnet_lite0", 160)) == repr(load_pretrained(image_size=160).preprocess)
+    assert repr(preprocessing("resnet18", 160)) == repr(load_random_init("resnet18", image_size=160).preprocess)
+    assert preprocessing("resnet18").mean == [0.485, 0.456, 0.406]  # torchvision's record, not Lite0's 0.5
+    with pytest.raises(ValueError, match="image_size"):
+        preprocessing(image_size=0)
+    with pytest.raises(ValueError, match="Unknown model 'vgg16'"):
+        preprocessing("vgg16")
+
+
 def test_imagenet_categories():
     categories = imagenet_categories()
     assert len(categories) == 1000

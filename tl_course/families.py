@@ -34,8 +34,8 @@ from torchvision.models import Weights, WeightsEnum
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
-__all__ = ["Family", "Weights", "WeightsUnavailableError", "BUILTIN_FAMILIES", "families", "find_family",
-           "family_of", "using_families", "lite0_key_map"]
+__all__ = ["Family", "Weights", "WeightsUnavailableError", "BUILTIN_FAMILIES", "families", "model_names",
+           "find_family", "family_of", "using_families", "eval_transform", "lite0_key_map"]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -71,7 +71,8 @@ class Family:
                              f"(module.Class), got {self.architecture!r}.")
         if not self.weights:
             raise ValueError(f"Family {self.name!r}: weights must map at least one model name to its Weights record.")
-        bad = [name for name, w in self.weights.items() if not isinstance(w, (Weights, WeightsEnum))]
+        bad = [name for name, w in self.weights.items()
+               if not isinstance(w, (Weights, WeightsEnum)) or "categories" not in w.meta]
         if bad:
             raise ValueError(f"Family {self.name!r}: weights[{bad[0]!r}] must be a torchvision Weights record (or a "
                              "WeightsEnum member such as ResNet18_Weights.DEFAULT): url, transforms, "
