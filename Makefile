@@ -34,7 +34,7 @@ book: $(STAMP)
 # book page gets one thread (OMP_NUM_THREADS=1), so two workers fill two cores without oversubscribing.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --doctest-modules tests tl_course
 
 # The package tests only (no notebooks through nbgrader, no book build), then every docstring example of
 # the package (each in a temporary folder, see conftest.py): a few minutes on 2 cores.
