@@ -8,6 +8,9 @@ notebook), and the pieces it is made of.
 - the same class on a Dask ``LocalCluster``: the same scores;
 - phase 2 (:func:`tl_course.classroom.recording.record`) on its own: replayed outputs score as executed, a failed or
   mismatching execution scores 0 with its reason in the feedback;
+- one run's state is its own: an interrupted run, then another in the same process, grades the reference
+  to full marks; a job the grader could not run is graded by the next run; the summary names a submission
+  run with another ``TL_COURSE_PROFILE``;
 - without notebooks: the gradebook URL's precedence, the submission digest, the submission finder, the
   sandbox's environment, the integrity probe;
 - the namespaces wall (as root): the job's folder writable, the rest read-only, the course and credential
@@ -18,7 +21,7 @@ notebook), and the pieces it is made of.
 
 The course lives in a world-readable temporary folder (pytest's ``tmp_path`` is 0700): the grader hides
 the course folder from the student kernel and gives each job its own folder, which must stay reachable.
-Tests that run notebooks are marked ``slow`` (about 2 minutes together on 2 cores).
+Tests that run notebooks are marked ``slow`` (about 6 minutes together on 2 cores).
 """
 from __future__ import annotations
 
