@@ -805,6 +805,29 @@ def test_old_command_lines_are_gone():
             assert old not in text, f"{path.name} still shows {old!r}"
 
 
+def test_command_line_refuses_a_folder_that_is_not_a_course(tmp_path, capsys):
+    from tl_course.classroom.__main__ import main
+
+    for argv in (["grade", "--course", str(tmp_path)], ["import-zip", "x.zip", "--assignment", ASSIGNMENT,
+                                                        "--course", str(tmp_path)]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert f"--course {tmp_path.resolve()} is not an nbgrader course folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []                       # nothing written
+
+
+def test_command_line_import_zip_of_a_file_that_is_not_a_zip(tmp_readable, nbgrader_on_path, capsys):
+    from tl_course.classroom.__main__ import main
+
+    course = make_course(tmp_readable)
+    (tmp_readable / "grades.zip").write_text("not a zip")
+    assert main(["import-zip", str(tmp_readable / "grades.zip"), "--assignment", ASSIGNMENT,
+                 "--course", str(course)]) == 2
+    assert "not a zip file" in capsys.readouterr().err
+    assert not (course / "submitted").exists()
+
+
 def test_every_subcommand_has_help():
     for command in ("release", "grade", "import-zip", "bench"):
         proc = subprocess.run([sys.executable, "-m", "tl_course.classroom", command, "--help"], env=grader_env(),
