@@ -14,7 +14,8 @@ from tl_course.data import eurosat_splits
 from tl_course.book.experiments import (Setup, best_k_by_val, cut_features, epochs_for, first_per_class, html_table,
                                    linear_probe, split_features, summarise, sweep, sweep_cuts, train_head,
                                    train_top_k, warm_cache)
-from tl_course.features import cached_features, extract_features
+from tl_course.cache import cached_features
+from tl_course.features import extract_features
 from tl_course.data import ImageDataset
 from tl_course.models import load_pretrained, replace_head
 

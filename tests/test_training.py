@@ -11,7 +11,8 @@ from torch import nn
 from conftest import DATA, PETS
 from tl_course.checks import snapshot
 from tl_course.data import ImageDataset, cat_detector_splits
-from tl_course.features import FeatureSet, cached_features, top_stages
+from tl_course.cache import cached_features
+from tl_course.features import FeatureSet, top_stages
 from tl_course.freezing import freeze
 from tl_course.models import replace_head
 from tl_course.training import Evaluation, History, evaluate, fit, predict

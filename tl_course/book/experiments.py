@@ -37,7 +37,8 @@ from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
 from ..data import Samples, Splits, cat_detector_splits, eurosat_splits
-from ..features import FeatureSet, cached_features, top_stages, warm_features
+from ..cache import cached_features, warm_features
+from ..features import FeatureSet, top_stages
 from ..freezing import freeze, freeze_bn_stats, stages
 from ..models import get_head, load_pretrained, replace_head
 from ..profiles import Profile, autocast, get_device, get_profile
@@ -124,14 +125,14 @@ def sweep_cuts(model: nn.Module, ks: Iterable[int]) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations at several cuts from one forward pass, in tl_course.features' cache format
+# Activations at several cuts from one forward pass, in tl_course.cache's format
 # ---------------------------------------------------------------------------------------------
 def warm_cache(model: nn.Module, samples: Samples, preprocess: Callable, cuts: Iterable[int] = (),
                pooled_cuts: Iterable[int] = (), device: str | torch.device | None = None, batch_size: int = 64,
                num_workers: int = 0, directory: str | Path | None = None) -> float:
     """Write every missing cache file for ``samples`` in ONE forward pass; returns the seconds it took (0 if
-    everything was on disk). The files are :func:`tl_course.features.cached_features`'s own (full maps at
-    ``cuts``, maps averaged over space at ``pooled_cuts``): see :func:`tl_course.features.warm_features`.
+    everything was on disk). The files are :func:`tl_course.cache.cached_features`'s own (full maps at
+    ``cuts``, maps averaged over space at ``pooled_cuts``): see :func:`tl_course.cache.warm_features`.
 
     >>> seconds = warm_cache(model, splits.train, preprocess, cuts=[9, 8, 7], pooled_cuts=range(1, 10))
     """
