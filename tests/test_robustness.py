@@ -29,7 +29,7 @@ from tl_course.cache import cached_features, load_features
 from tl_course.features import extract_features
 from tl_course.freezing import build_optimizer, freeze, replace_top_stages, stages, unfreeze
 from tl_course.models import load_pretrained, load_random_init, replace_head
-from tl_course.training import History, evaluate, fit
+from tl_course.training import History, TrainOptions, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -436,9 +436,11 @@ def test_fit_leaves_the_callers_random_numbers_alone_and_repeats():
     m1 = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 3))
     m2 = copy.deepcopy(m1)
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
-    h1 = fit(m1, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False, seed=3)
+    h1 = fit(m1, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False,
+             options=TrainOptions(seed=3))
     assert draws() == expected  # as if fit had not run
-    h2 = fit(m2, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False, seed=3)
+    h2 = fit(m2, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False,
+             options=TrainOptions(seed=3))
     assert [e["train_loss"] for e in h1.epochs] == [e["train_loss"] for e in h2.epochs]  # dropout, shuffle: seeded
 
 
