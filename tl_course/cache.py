@@ -374,6 +374,8 @@ def _compute(model: nn.Module, samples, preprocess: Callable, wanted: Iterable[t
     the model's train/eval flags are restored)."""
     from .data import ImageDataset  # local import: data imports nothing from here
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
     wanted = list(wanted)
     all_stages = stages(model)
     device = get_device(device)

@@ -264,6 +264,11 @@ def epochs_for(n_train: int, batch_size: int, steps: int, min_epochs: int = 3, m
     >>> epochs_for(2500, 64, 300), epochs_for(100, 64, 300)
     (8, 60)
     """
+    for name, value in (("n_train", n_train), ("batch_size", batch_size), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+    if not 1 <= min_epochs <= max_epochs:
+        raise ValueError(f"need 1 <= min_epochs <= max_epochs, got {min_epochs} and {max_epochs}.")
     per_epoch = max(1, math.ceil(n_train / batch_size))
     return int(min(max_epochs, max(min_epochs, math.ceil(steps / per_epoch))))
 
@@ -436,7 +441,7 @@ class SweepPlan:
     """The budget of a :func:`sweep`: how long each run trains and how fast it learns.
 
     Per (size, seed) the head is trained once (the k = 1 cell: ``epochs_for(n_train, head_batch_size,
-    head_steps, 15, head_epochs)`` epochs at ``head_lr``) and every k >= 2 starts from it, with
+    head_steps, min(15, head_epochs), head_epochs)`` epochs at ``head_lr``) and every k >= 2 starts from it, with
     ``epochs_for(n_train, bs, steps, min_epochs, max_epochs)`` epochs at ``lr`` (pretrained stages at
     ``lr * pretrained_lr_factor``), equal for every k of the row, where the batch ``bs = min(batch_size,
     max(8, ceil(n_train / 4)))`` gives a small set at least four steps per epoch. The head trains with
@@ -467,6 +472,8 @@ class SweepPlan:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs}).")
 
 
 def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int], seeds: Sequence[int] = (0,), *,
@@ -497,7 +504,8 @@ def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int]
     for size in sizes:
         for seed in seeds:
             head_train = first_per_class(final["train"], size)
-            epochs = epochs_for(len(head_train[1]), plan.head_batch_size, plan.head_steps, 15, plan.head_epochs)
+            epochs = epochs_for(len(head_train[1]), plan.head_batch_size, plan.head_steps, min(15, plan.head_epochs),
+                                plan.head_epochs)
             head = train_head(model, head_train, final["val"], final["test"], epochs=epochs, lr=plan.head_lr,
                               batch_size=plan.head_batch_size, seed=seed, device=device)
             for k in ks:
