@@ -46,7 +46,7 @@ from ..cache import cached_features, warm_features
 from ..features import FeatureSet, top_stages
 from ..freezing import freeze, freeze_bn_stats, stages
 from ..models import get_head, load_pretrained, replace_head
-from ..profiles import Profile, autocast, get_device, get_profile
+from ..profiles import Profile, get_profile
 from ..training import TrainOptions, fit
 
 __all__ = [
