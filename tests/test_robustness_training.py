@@ -187,3 +187,14 @@ def test_html_table_refuses_mismatched_lengths():
         html_table([(1,)], ["a"], align=["middle"])
     out = html_table([(1, 2, 3)], ["a", "b", "c"], align=["left", "center", "right"])
     assert out.count("<td") == 3 and 'text-align:center">2<' in out
+
+
+def test_a_featureset_whose_lengths_do_not_pair_up_is_refused():
+    from tl_course.features import FeatureSet
+
+    with pytest.raises(ValueError, match="3 feature rows, 2 labels and 2 files") as err:
+        FeatureSet(torch.zeros(3, 4), torch.tensor([0, 1]), ["a.jpg", "b.jpg"], 9, "")
+    _one_sentence(err)
+    with pytest.raises(ValueError, match="2 feature rows, 2 labels and 1 files"):
+        FeatureSet(torch.zeros(2, 4), torch.tensor([0, 1]), ["a.jpg"], 9, "")
+    assert len(FeatureSet(torch.zeros(2, 4), torch.tensor([0, 1]), [], 9, "")) == 2  # files unknown: fine

@@ -60,7 +60,13 @@ FORMAT = "tl_course.features/3"
 
 @dataclass
 class FeatureSet:
-    """Cached activations at a cut: ``features[i]`` belongs to ``files[i]`` with class ``labels[i]``."""
+    """Cached activations at a cut: ``features[i]`` belongs to ``files[i]`` with class ``labels[i]``
+    (lengths that do not pair up are a ``ValueError``; ``files`` may be empty when unknown).
+
+    >>> import torch
+    >>> len(FeatureSet(torch.zeros(2, 4), torch.tensor([0, 1]), ["a.jpg", "b.jpg"], cut=9, fingerprint=""))
+    2
+    """
 
     features: torch.Tensor  #: (N, ...) on the CPU
     labels: torch.Tensor  #: (N,) int64
@@ -68,6 +74,11 @@ class FeatureSet:
     cut: int
     fingerprint: str
     classes: tuple[str, ...] = ()  #: class names, ``classes[labels[i]]`` (empty when unknown)
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.labels) or (self.files and len(self.files) != len(self.labels)):
+            raise ValueError(f"FeatureSet has {len(self.features)} feature rows, {len(self.labels)} labels and "
+                             f"{len(self.files)} files: they must pair up one to one (files may be left empty).")
 
     def __len__(self) -> int:
         return len(self.labels)
