@@ -11,10 +11,11 @@ from torch import nn
 import tl_course.features as features_module
 from tl_course import freezing
 from tl_course.data import eurosat_splits
-from tl_course.book.experiments import (Setup, best_k_by_val, cut_features, epochs_for, first_per_class, html_table,
+from tl_course.book.experiments import (Setup, SweepPlan, best_k_by_val, cut_features, epochs_for, first_per_class, html_table,
                                    linear_probe, split_features, summarise, sweep, sweep_cuts, train_head,
                                    train_top_k, warm_cache)
-from tl_course.features import cached_features, extract_features
+from tl_course.cache import cached_features
+from tl_course.features import extract_features
 from tl_course.data import ImageDataset
 from tl_course.models import load_pretrained, replace_head
 
@@ -140,8 +141,8 @@ def test_linear_probe_beats_chance_on_real_tiles(feats):
 
 
 def test_sweep_rows_and_equal_budget_per_row(setup, feats):
-    rows = sweep(setup.model, feats, sizes=(2, 4), ks=(1, 2, 3), seeds=(0,), steps=4, head_steps=10,
-                 head_epochs=15, batch_size=8, min_epochs=1, max_epochs=3)
+    plan = SweepPlan(steps=4, head_steps=10, head_epochs=15, batch_size=8, min_epochs=1, max_epochs=3)
+    rows = sweep(setup.model, feats, sizes=(2, 4), ks=(1, 2, 3), seeds=(0,), plan=plan)
     assert [(r["size"], r["k"]) for r in rows] == [(2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3)]
     for size in (2, 4):
         deep = [r for r in rows if r["size"] == size and r["k"] >= 2]

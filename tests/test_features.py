@@ -11,10 +11,10 @@ import warnings
 import pytest
 import torch
 
-from tl_course import features as F
+from tl_course import cache as C
+from tl_course.cache import cached_features, load_features, save_features
 from tl_course.data import ImageDataset, Samples, load_rgb
-from tl_course.features import (FeatureSet, cached_features, extract_features, features_fingerprint,
-                                load_features, save_features, top_stages)
+from tl_course.features import FeatureSet, extract_features, features_fingerprint, top_stages
 from tl_course.freezing import freeze, stages
 from tl_course.models import replace_head
 
@@ -134,11 +134,11 @@ def test_interrupted_write_leaves_nothing_that_loads(frozen, few_photos, small_p
             out.write(b"PK\x03\x04 half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(F.torch, "save", interrupted)
+    monkeypatch.setattr(C.torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _cache(frozen, photos, small_preprocess, cache)
     assert _files(cache) == []  # no target file, no temp file
-    monkeypatch.setattr(F.torch, "save", real_save)
+    monkeypatch.setattr(C.torch, "save", real_save)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing half-written is found and complained about

@@ -22,13 +22,14 @@ from torch import nn
 from torchvision.transforms import v2
 
 import tl_course
-from tl_course import features as F
+from tl_course import cache as C
 from tl_course.checks import check_head, check_only_head_trains, snapshot
 from tl_course.data import ImageDataset, Samples, image_folder_splits, train_transform
-from tl_course.features import cached_features, extract_features, load_features
+from tl_course.cache import cached_features, load_features
+from tl_course.features import extract_features
 from tl_course.freezing import build_optimizer, freeze, replace_top_stages, stages, unfreeze
 from tl_course.models import load_pretrained, load_random_init, replace_head
-from tl_course.training import History, evaluate, fit
+from tl_course.training import History, TrainOptions, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,12 +189,15 @@ def test_read_only_cache_folder_still_returns_the_features(frozen, two_photos, s
 def test_cache_files_follow_the_umask_and_stale_temp_files_are_removed(frozen, two_photos, small_preprocess,
                                                                        tmp_path):
     tmp_path.mkdir(exist_ok=True)
-    stale = tmp_path / ".ResNet-cut9-dead.pt.abc.tmp"
+    stale = tmp_path / f".ResNet-cut9-{'d' * 8}-{'e' * 24}.pt.abc.tmp"
     stale.write_bytes(b"half a file from a killed writer")
     hours_ago = time.time() - 2 * 3600
     os.utime(stale, (hours_ago, hours_ago))
-    fresh = tmp_path / ".ResNet-cut9-live.pt.def.tmp"  # a writer at work right now: left alone
+    fresh = tmp_path / f".ResNet-cut9-{'1' * 8}-{'2' * 24}.pt.def.tmp"  # a writer at work right now: left alone
     fresh.write_bytes(b"being written")
+    yours = tmp_path / ".notes.ipynb.abc.tmp"  # not the cache's: never deleted, however old
+    yours.write_bytes(b"an editor's temp file")
+    os.utime(yours, (hours_ago, hours_ago))
     old_mask = os.umask(0o022)
     try:
         _cache(frozen, two_photos, small_preprocess, tmp_path)
@@ -201,7 +205,7 @@ def test_cache_files_follow_the_umask_and_stale_temp_files_are_removed(frozen, t
         os.umask(old_mask)
     (path,) = _pt_files(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert not stale.exists() and fresh.exists()
+    assert not stale.exists() and fresh.exists() and yours.exists()
 
 
 def test_cache_is_pruned_least_recently_used_first(frozen, few_photos, small_preprocess, tmp_path, monkeypatch):
@@ -214,8 +218,8 @@ def test_cache_is_pruned_least_recently_used_first(frozen, few_photos, small_pre
     _cache(frozen, two, small_preprocess, tmp_path)
     (kept,) = _pt_files(tmp_path)
     assert kept != first  # the older one went, the new one stays
-    assert F.prune_cache(max_bytes=10**12, directory=tmp_path) == []
-    assert F.clear_cache(tmp_path) == [kept] and _pt_files(tmp_path) == []
+    assert C.prune_cache(max_bytes=10**12, directory=tmp_path) == []
+    assert C.clear_cache(tmp_path) == [kept] and _pt_files(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,9 +436,11 @@ def test_fit_leaves_the_callers_random_numbers_alone_and_repeats():
     m1 = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 3))
     m2 = copy.deepcopy(m1)
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
-    h1 = fit(m1, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False, seed=3)
+    h1 = fit(m1, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False,
+             options=TrainOptions(seed=3))
     assert draws() == expected  # as if fit had not run
-    h2 = fit(m2, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False, seed=3)
+    h2 = fit(m2, _toy(), _toy(20, 1), epochs=3, device="cpu", progress=False,
+             options=TrainOptions(seed=3))
     assert [e["train_loss"] for e in h1.epochs] == [e["train_loss"] for e in h2.epochs]  # dropout, shuffle: seeded
 
 

@@ -11,10 +11,11 @@ from torch import nn
 from conftest import DATA, PETS
 from tl_course.checks import snapshot
 from tl_course.data import ImageDataset, cat_detector_splits
-from tl_course.features import FeatureSet, cached_features, top_stages
+from tl_course.cache import cached_features
+from tl_course.features import FeatureSet, top_stages
 from tl_course.freezing import freeze
 from tl_course.models import replace_head
-from tl_course.training import Evaluation, History, evaluate, fit, predict
+from tl_course.training import Evaluation, History, TrainOptions, evaluate, fit, predict
 
 HEAD_EPOCHS, HEAD_LR = 60, 1e-2  # the ci profile's head_epochs and the demo's learning rate
 ACCURACY_BAR = 0.85  # measured at 224 px, seed 0: 0.922 (83 of 90 test photos; per class 1.00 / 0.97 / 0.80)
@@ -56,19 +57,20 @@ def test_fit_is_reproducible_on_cpu(cat_features):
     for _ in range(2):
         head = _head()
         history = fit(head, cat_features["train"], cat_features["val"], epochs=5, lr=HEAD_LR, device="cpu",
-                      progress=False, seed=3)
+                      progress=False, options=TrainOptions(seed=3))
         runs.append((_numbers(history), history.best_epoch, snapshot(head)))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     assert all(torch.equal(runs[0][2][k], runs[1][2][k]) for k in runs[0][2])
     other = _head()
-    fit(other, cat_features["train"], cat_features["val"], epochs=5, lr=HEAD_LR, device="cpu", progress=False, seed=4)
+    fit(other, cat_features["train"], cat_features["val"], epochs=5, lr=HEAD_LR, device="cpu", progress=False,
+        options=TrainOptions(seed=4))
     assert not torch.equal(other.weight, runs[0][2]["weight"])  # the seed matters (shuffling)
 
 
 def test_model_selection_uses_validation_and_test_only_once(cat_features, monkeypatch):
     train, val, test = cat_features["train"], cat_features["val"], cat_features["test"]
     # A deliberately high learning rate without a schedule: validation accuracy goes up and down.
-    kwargs = dict(epochs=12, lr=0.5, schedule=None, device="cpu", progress=False, seed=0)
+    kwargs = dict(epochs=12, lr=0.5, device="cpu", progress=False, options=TrainOptions(schedule=None, seed=0))
     import tl_course.training as T
 
     evaluated = []
@@ -145,7 +147,7 @@ def test_fit_without_progress_is_silent(cat_features, capfd):
 def test_fit_accepts_featureset_tuple_and_image_dataset(cat_features, lite0, few_photos, small_preprocess,
                                                           tmp_path):
     train = cat_features["train"]
-    kwargs = dict(epochs=3, lr=HEAD_LR, device="cpu", progress=False, seed=0)
+    kwargs = dict(epochs=3, lr=HEAD_LR, device="cpu", progress=False, options=TrainOptions(seed=0))
     a, b = _head(), _head()
     history_a = fit(a, train, **kwargs)
     history_b = fit(b, (train.features, train.labels), **kwargs)
@@ -158,8 +160,8 @@ def test_fit_accepts_featureset_tuple_and_image_dataset(cat_features, lite0, few
     frozen_before = {k: v for k, v in snapshot(model).items() if not k.startswith("classifier.")}
     features = cached_features(model, few_photos, small_preprocess, directory=tmp_path,
                                device="cpu", progress=False)
-    one_step = dict(epochs=1, lr=HEAD_LR, schedule=None, batch_size=len(few_photos), device="cpu",
-                    progress=False, seed=0)
+    one_step = dict(epochs=1, lr=HEAD_LR, batch_size=len(few_photos), device="cpu", progress=False,
+                    options=TrainOptions(schedule=None, seed=0))
     history_images = fit(model, ImageDataset(few_photos, small_preprocess), **one_step)
     fit(top, features, **one_step)
     assert len(history_images.epochs) == 1

@@ -25,9 +25,10 @@ _MODULES = {
              "Splits", "cat_detector_splits", "check_images", "eurosat_splits", "find_eurosat_images",
              "find_pet_images", "image_folder_splits", "load_rgb", "train_transform"),
     "paths": ("data_root",),
-    "features": ("FeatureSet", "bottom_stages", "cached_features", "extract_features", "features_fingerprint",
-                 "load_features", "preprocess_identity", "save_features", "top_stages", "warm_features",
-                 "cache_dir", "clear_cache", "prune_cache"),
+    "features": ("FeatureSet", "bottom_stages", "extract_features", "features_fingerprint", "preprocess_identity",
+                 "top_stages"),
+    "cache": ("cached_features", "load_features", "save_features", "warm_features", "cache_dir", "clear_cache",
+              "prune_cache"),
     "freezing": ("EvalModeBatchNorm2d", "StagedModel", "build_optimizer", "count_parameters", "freeze",
                  "freeze_bn_stats", "param_groups", "replace_top_stages", "stages", "trainable_parameters", "unfreeze"),
     "families": ("Family", "using_families"),
@@ -35,12 +36,12 @@ _MODULES = {
                "load_pretrained", "load_random_init", "preprocessing", "replace_head"),
     "profiles": ("PROFILES", "Profile", "get_device", "get_profile"),
     "checks": ("check_head", "check_only_head_trains"),
-    "training": ("Evaluation", "History", "evaluate", "fit", "predict", "seed_everything"),
+    "training": ("Evaluation", "History", "TrainOptions", "evaluate", "fit", "predict", "seed_everything"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 #: submodules a notebook reaches as attributes (``tl_course.grading.check``)
-_SUBMODULES = ("checks", "data", "families", "features", "freezing", "grading", "models", "paths", "profiles",
-               "training", "book", "classroom")
+_SUBMODULES = ("cache", "checks", "data", "families", "features", "freezing", "grading", "models", "paths",
+               "profiles", "training", "book", "classroom")
 
 __all__ = sorted(_EXPORTS)
 

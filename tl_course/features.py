@@ -1,36 +1,37 @@
-"""The lecture's speed trick: the frozen part of the network is a fixed function, so compute its
-activations for every image once, save them to disk, and train the top of the network on them.
+"""The lecture's speed trick, part 1: the frozen part of the network is a fixed function of the image.
 
-Generalised to any stage boundary (the *cut*): ``stages(model)[:cut]`` is the frozen bottom whose
-activations are cached, ``stages(model)[cut:]`` is the top that trains on them. ``cut = len(stages) - 1``
-(the default) caches the pooled features just before the softmax.
+Generalised to any stage boundary (the *cut*): ``stages(model)[:cut]`` is the frozen bottom
+(:func:`bottom_stages`) whose activations :func:`extract_features` computes, ``stages(model)[cut:]`` is the
+top (:func:`top_stages`) that trains on them. ``cut = len(stages) - 1`` (the default) gives the pooled
+features just before the softmax.
 
-The cache key covers everything a cached FeatureSet depends on: the model class and the bottom's weights
-and BatchNorm statistics, the cut, the stored dtype (``fp16``) and the arithmetic (fp16 autocast on CUDA,
-fp32 elsewhere), a *declared* identity of the preprocessing (see :func:`preprocess_identity`), the exact
-file list with each file's size and modification time (what ``make`` and ``rsync`` trust), and the labels
-and class names. Change any of them and the key changes. When only the labels or class names changed, the
-activations of an earlier file are reused (checked) instead of recomputed.
+:func:`features_fingerprint` is the identity of a set of activations: it covers everything they depend on,
+the *architecture* of the frozen bottom (every module's type and configuration, e.g. the pooling type, and
+its forward hooks), its weights and buffers (BatchNorm statistics included), the cut, the stored dtype
+(``fp16``) and the arithmetic (fp16 autocast on CUDA, fp32 elsewhere), a *declared* identity of the
+preprocessing (:func:`preprocess_identity`), the exact file list with each file's size and modification
+time (what ``make`` and ``rsync`` trust), and the labels and class names. Change any of them and the
+fingerprint changes.
 
-Files are written atomically (temp file + rename, readable by others as the umask allows, so a class or
-a JupyterHub can share one cache folder), loaded without pickle (``torch.load(weights_only=True)``) and
-integrity-checked on load: a SHA-256 digest of the stored tensors and names is kept beside them, and a
-file whose contents do not match it is reported in one warning and recomputed, never used.
+Part 2, the on-disk cache of these activations (:func:`~tl_course.cache.cached_features`), is
+:mod:`tl_course.cache`.
 
-Housekeeping: temp files left by a killed writer are removed once they are an hour old; after each write
-the folder is pruned to ``$TL_COURSE_CACHE_MAX_GB`` (default 5) GB, least recently used first (a cache
-hit counts as a use). :func:`prune_cache` and :func:`clear_cache` do the same by hand. A cache folder
-that cannot be written (read-only, or a file) costs the reuse only: the features are still returned,
-with one warning.
+>>> import torch
+>>> from torch import nn
+>>> from tl_course.freezing import StagedModel
+>>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), nn.Linear(4, 2))
+>>> data = torch.utils.data.TensorDataset(torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 0, 1, 1]))
+>>> x, y = extract_features(model, data, device="cpu")
+>>> x.shape, y.tolist()
+(torch.Size([5, 4]), [0, 1, 0, 1, 1])
+>>> torch.allclose(top_stages(model)(x), model.eval()(data.tensors[0]), atol=1e-6)
+True
 """
 from __future__ import annotations
 
 import enum
 import hashlib
 import os
-import tempfile
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -40,8 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .freezing import StagedModel, stages
-from .paths import cache_dir, cache_max_bytes
+from .freezing import StagedModel, _EvalMode, stages
 from .profiles import autocast, get_device
 
 __all__ = [
@@ -49,24 +49,24 @@ __all__ = [
     "bottom_stages",
     "top_stages",
     "extract_features",
-    "cached_features",
-    "warm_features",
     "features_fingerprint",
     "preprocess_identity",
-    "save_features",
-    "load_features",
-    "cache_dir",
-    "prune_cache",
-    "clear_cache",
 ]
 
-_FORMAT = "tl_course.features/2"  # bump when the key or the payload changes: old files are never hit
-_STALE_TEMP_SECONDS = 3600  # a writer that has not written for an hour is dead (temp files grow as they write)
+#: the version of the fingerprint and of the cache files (:mod:`tl_course.cache`): bump it when either
+#: changes, and old files are never hit
+FORMAT = "tl_course.features/3"
 
 
 @dataclass
 class FeatureSet:
-    """Cached activations at a cut: ``features[i]`` belongs to ``files[i]`` with class ``labels[i]``."""
+    """Cached activations at a cut: ``features[i]`` belongs to ``files[i]`` with class ``labels[i]``
+    (lengths that do not pair up are a ``ValueError``; ``files`` may be empty when unknown).
+
+    >>> import torch
+    >>> len(FeatureSet(torch.zeros(2, 4), torch.tensor([0, 1]), ["a.jpg", "b.jpg"], cut=9, fingerprint=""))
+    2
+    """
 
     features: torch.Tensor  #: (N, ...) on the CPU
     labels: torch.Tensor  #: (N,) int64
@@ -74,6 +74,11 @@ class FeatureSet:
     cut: int
     fingerprint: str
     classes: tuple[str, ...] = ()  #: class names, ``classes[labels[i]]`` (empty when unknown)
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.labels) or (self.files and len(self.files) != len(self.labels)):
+            raise ValueError(f"FeatureSet has {len(self.features)} feature rows, {len(self.labels)} labels and "
+                             f"{len(self.files)} files: they must pair up one to one (files may be left empty).")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -90,16 +95,32 @@ def _resolve_cut(model: nn.Module, cut: int | None) -> tuple[list[nn.Module], in
 def bottom_stages(model: nn.Module, cut: int | None = None) -> StagedModel:
     """The frozen bottom ``stages(model)[:cut]`` as one module (shares the model's parameters).
 
-    >>> bottom = bottom_stages(model)          # everything but the softmax layer
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    >>> bottom_stages(model)                   # everything but the softmax layer
+    StagedModel(
+      (0): Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1))
+      (1): Flatten(start_dim=1, end_dim=-1)
+    )
+    >>> len(bottom_stages(model, cut=1))
+    1
     """
     all_stages, cut = _resolve_cut(model, cut)
     return StagedModel(*all_stages[:cut])
 
 
 def top_stages(model: nn.Module, cut: int | None = None) -> StagedModel:
-    """The trainable top ``stages(model)[cut:]``: it maps cached activations at ``cut`` to logits.
+    """The trainable top ``stages(model)[cut:]``: it maps cached activations at ``cut`` to logits
+    (``top_stages(model, cut)(bottom_stages(model, cut)(x)) == model(x)``).
 
-    >>> logits = top_stages(model, cut)(features)   # equals model(images) for a frozen bottom
+    >>> import torch
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    >>> x = torch.randn(1, 3, 8, 8)
+    >>> torch.equal(top_stages(model, 1)(bottom_stages(model, 1)(x)), model(x))
+    True
     """
     all_stages, cut = _resolve_cut(model, cut)
     return StagedModel(*all_stages[cut:])
@@ -179,10 +200,19 @@ def preprocess_identity(preprocess: Callable, preprocess_id: str | None = None) 
     into: give it a name with ``preprocess_id`` that you change whenever the function changes. A random
     (augmenting) transform is refused with a ``ValueError``, with or without a name.
 
-    >>> preprocess_identity(load_pretrained().preprocess)[:45]
-    'torchvision.transforms._presets.ImageClassifi'
+    >>> from torchvision.transforms import v2
+    >>> preprocess_identity(v2.Resize(64)).split("(")[0]
+    'torchvision.transforms.v2._geometry.Resize'
+    >>> preprocess_identity(v2.Resize(64)) == preprocess_identity(v2.Resize(72))
+    False
+    >>> def my_resize(img):
+    ...     return img
     >>> preprocess_identity(my_resize, preprocess_id="my_resize v1")
-    'id:my_resize v1|...'
+    'id:my_resize v1|opaque:builtins.function'
+    >>> preprocess_identity(v2.RandomHorizontalFlip())
+    Traceback (most recent call last):
+    ...
+    ValueError: preprocess contains RandomHorizontalFlip, a random transform: cached features must be a fixed function of each image, so cache with the deterministic eval transform (load_pretrained(...).preprocess) and augment only when training through the network.
     """
     if preprocess_id is not None:
         return f"id:{preprocess_id}|{_describe(preprocess, opaque_ok=True)}"
@@ -202,17 +232,62 @@ def _compute_identity(device: torch.device) -> str:
     return "cuda-fp16-autocast" if device.type == "cuda" else "fp32"
 
 
+def _value_text(value) -> str:
+    """A stable text of a module attribute (a number, a name, a layer class, a function...)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, (torch.dtype, torch.device)):
+        return str(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(map(_value_text, value)) if isinstance(value, (set, frozenset)) else map(_value_text, value)
+        return "[" + ",".join(items) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_value_text(k)}:{_value_text(v)}"
+                              for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
+    if isinstance(value, torch.Tensor):
+        h = hashlib.sha256()
+        _tensor_digest(h, value)
+        return f"tensor:{h.hexdigest()[:16]}"
+    if callable(value) and hasattr(value, "__qualname__"):  # a class, a function, a bound method
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    cls = type(value)
+    return f"<{cls.__module__}.{cls.__qualname__}>"
+
+
+def _module_identity(module: nn.Module) -> str:
+    """What a module computes besides its tensors: its class, its configuration (every public attribute:
+    kernel sizes, strides, ``pool_type``, ``eps``...) and its forward hooks. A class that
+    :func:`~tl_course.freezing.freeze` swapped in (``EvalMode<Name>``) counts as the class it replaced: in
+    eval mode, where activations are computed, the two are the same function."""
+    cls = type(module)
+    if issubclass(cls, _EvalMode):
+        cls = cls.__mro__[2]  # EvalMode<Name> -> (_EvalMode, <Name>): the original class
+    config = {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+    hooks = [*module._forward_pre_hooks.values(), *module._forward_hooks.values()]
+    return f"{cls.__module__}.{cls.__qualname__}{_value_text(config)}hooks={_value_text(hooks)}"
+
+
+def _architecture_digest(h: "hashlib._Hash", stage_list: Iterable[nn.Module]) -> None:
+    """Feed ``h`` with everything the stages compute: each module's identity (:func:`_module_identity`),
+    then every parameter and buffer (persistent or not) by name."""
+    for i, stage in enumerate(stage_list):
+        for name, module in stage.named_modules():
+            h.update(f"{i}:{name}={_module_identity(module)}\n".encode("utf-8", "surrogatepass"))
+        for name, tensor in (*stage.named_parameters(), *stage.named_buffers()):
+            h.update(f"{i}:{name}".encode())
+            _tensor_digest(h, tensor)
+
+
 def _activations_key(model: nn.Module, files: Iterable[str | Path], preprocess: Callable, cut: int | None,
                      fp16: bool, preprocess_id: str | None, device) -> str:
     """A digest of what the activations depend on (not the labels)."""
     all_stages, cut = _resolve_cut(model, cut)
     h = hashlib.sha256()
-    h.update(f"{_FORMAT}|{type(model).__module__}.{type(model).__name__}|cut={cut}|fp16={fp16}|"
+    h.update(f"{FORMAT}|{type(model).__module__}.{type(model).__name__}|cut={cut}|fp16={fp16}|"
              f"{_compute_identity(get_device(device))}|".encode())
-    for stage in all_stages[:cut]:
-        for name, tensor in stage.state_dict().items():
-            h.update(name.encode())
-            _tensor_digest(h, tensor)
+    _architecture_digest(h, all_stages[:cut])
     h.update(preprocess_identity(preprocess, preprocess_id).encode("utf-8", "surrogatepass"))
     for f in files:
         st = os.stat(f)
@@ -231,13 +306,25 @@ def _with_labels(activations: str, labels, classes) -> str:
 def features_fingerprint(model: nn.Module, files: Iterable[str | Path], preprocess: Callable,
                          cut: int | None = None, fp16: bool = False, *, labels=None, classes=None,
                          preprocess_id: str | None = None, device: str | torch.device | None = None) -> str:
-    """A hex digest that changes whenever the cached FeatureSet would: model class, the bottom's
-    weights and BatchNorm statistics, the cut, fp16 storage and the arithmetic of ``device``, the declared
-    preprocessing identity (:func:`preprocess_identity`), the exact file list (path, size, modification
-    time), and the labels and class names.
+    """A hex digest that changes whenever the cached FeatureSet would: the model class, the bottom's
+    architecture (each module's type and configuration, e.g. a global pool changed from average to max by
+    ``reset_classifier(..., global_pool="max")``, and its forward hooks), its weights and buffers (BatchNorm
+    statistics), the cut, fp16 storage and the arithmetic of ``device``, the declared preprocessing identity
+    (:func:`preprocess_identity`), the exact file list (path, size, modification time), and the labels and
+    class names.
 
-    >>> features_fingerprint(model, samples.files, preprocess, labels=samples.labels, classes=samples.classes)[:12]
-    '3f1c9a...'
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from torch import nn
+    >>> from torchvision.transforms import v2
+    >>> from tl_course.freezing import StagedModel
+    >>> photo = Path(tempfile.mkdtemp()) / "a.png"
+    >>> _ = photo.write_bytes(b"not read, only stat()ed")
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    >>> before = features_fingerprint(model, [photo], v2.Resize(8), labels=[0])
+    >>> model[1] = nn.AdaptiveMaxPool2d(1)                 # no weights changed, the function did
+    >>> features_fingerprint(model, [photo], v2.Resize(8), labels=[0]) != before
+    True
     """
     files = list(files)
     return _with_labels(_activations_key(model, files, preprocess, cut, fp16, preprocess_id, device), labels,
@@ -259,9 +346,16 @@ def extract_features(model: nn.Module, data: Dataset | DataLoader, cut: int | No
     ``device`` (autocast on CUDA). Returns ``(features, labels)`` as float32 CPU tensors / int64.
 
     The model's train/eval flags are restored afterwards; the *whole* model moves to ``device`` and stays
-    there (never split across devices).
+    there (never split across devices). A DataLoader that yields no batch is a ``ValueError``.
 
-    >>> features, labels = extract_features(model, ImageDataset(splits.train, preprocess))
+    >>> import torch
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    >>> data = torch.utils.data.TensorDataset(torch.randn(3, 3, 8, 8), torch.tensor([1, 0, 1]))
+    >>> features, labels = extract_features(model, data, device="cpu")
+    >>> features.shape, labels.tolist()
+    (torch.Size([3, 144]), [1, 0, 1])
     """
     device = get_device(device)
     bottom = bottom_stages(model, cut)
@@ -286,314 +380,3 @@ def extract_features(model: nn.Module, data: Dataset | DataLoader, cut: int | No
     return torch.cat(chunks), torch.cat(labels).long()
 
 
-def _payload_digest(features: torch.Tensor, labels: torch.Tensor, files: list[str], cut: int,
-                    fingerprint: str, classes) -> str:
-    h = hashlib.sha256()
-    _tensor_digest(h, features)
-    _tensor_digest(h, labels)
-    for f in files:
-        h.update(f.encode("utf-8", "surrogatepass") + b"\0")
-    h.update(f"|{cut}|{fingerprint}|{list(classes)}".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def save_features(fs: FeatureSet, path: str | Path, *, activations: str | None = None) -> Path:
-    """Write ``fs`` atomically: a temp file in the same folder, then a rename. An interrupted write
-    leaves no file at ``path`` (and removes its temp file). A SHA-256 digest of the contents is stored
-    with them and checked by :func:`load_features`. The file is readable by group and others as the umask
-    allows (0644 under the usual umask 022), like any file you create.
-
-    >>> save_features(fs, "train.pt")
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared cache must be readable by others
-        files = [str(f) for f in fs.files]
-        payload = {"format": _FORMAT, "features": fs.features, "labels": fs.labels, "files": files, "cut": fs.cut,
-                   "fingerprint": fs.fingerprint, "classes": list(fs.classes), "activations": activations or "",
-                   "digest": _payload_digest(fs.features, fs.labels, files, fs.cut, fs.fingerprint, fs.classes)}
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _load(path: str | Path) -> tuple[FeatureSet, dict]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    fs = FeatureSet(payload["features"], payload["labels"], list(payload["files"]), int(payload["cut"]),
-                    str(payload["fingerprint"]), tuple(payload.get("classes", ())))
-    if len(fs.features) != len(fs.labels) or len(fs.labels) != len(fs.files):
-        raise ValueError("features, labels and files have different lengths")
-    if "digest" in payload:  # files of tl_course <= 0.1.0 have none (and are never cache hits)
-        if _payload_digest(fs.features, fs.labels, fs.files, fs.cut, fs.fingerprint, fs.classes) != payload["digest"]:
-            raise ValueError("its contents do not match the digest stored with them (the file is damaged)")
-    return fs, payload
-
-
-def load_features(path: str | Path) -> FeatureSet:
-    """Read a cache written by :func:`save_features` (no pickle: ``weights_only=True``) and check its
-    digest: a damaged file raises ``ValueError`` instead of returning wrong numbers.
-
-    >>> fs = load_features("train.pt")
-    """
-    return _load(path)[0]
-
-
-def prune_cache(max_bytes: int | None = None, directory: str | Path | None = None,
-                keep: Iterable[str | Path] = ()) -> list[Path]:
-    """Delete cached feature files, least recently used first, until the folder holds at most ``max_bytes``
-    (default ``$TL_COURSE_CACHE_MAX_GB``, 5 GB; ``<= 0`` in the variable means no cap). Files in ``keep``
-    stay. Also removes temp files of writers dead for an hour. Returns the deleted files.
-
-    >>> prune_cache(max_bytes=2 * 10**9)          # keep at most 2 GB of cached features
-    """
-    directory = Path(directory or cache_dir())
-    if max_bytes is None:
-        max_bytes = cache_max_bytes()
-    removed: list[Path] = []
-    try:
-        entries = list(directory.iterdir())
-    except OSError:
-        return removed
-    now = time.time()
-    for p in entries:  # temp files of killed writers (a live writer keeps its temp file's mtime fresh)
-        if p.name.startswith(".") and p.name.endswith(".tmp"):
-            try:
-                if now - p.stat().st_mtime > _STALE_TEMP_SECONDS:
-                    p.unlink()
-                    removed.append(p)
-            except OSError:
-                pass
-    if max_bytes is None:
-        return removed
-    keep = {Path(k).resolve() for k in keep}
-    files = []
-    for p in entries:
-        if p.suffix == ".pt" and not p.name.startswith(".") and p.is_file():
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            files.append((st.st_mtime, st.st_size, p))
-    total = sum(size for _, size, _ in files)
-    for _, size, p in sorted(files, key=lambda f: f[0]):
-        if total <= max_bytes:
-            break
-        if p.resolve() in keep:
-            continue
-        try:
-            p.unlink()
-        except OSError:
-            continue
-        total -= size
-        removed.append(p)
-    return removed
-
-
-def clear_cache(directory: str | Path | None = None) -> list[Path]:
-    """Delete every cached feature file in ``directory`` (default :func:`cache_dir`).
-
-    >>> clear_cache()
-    """
-    return prune_cache(max_bytes=0, directory=directory)
-
-
-def _cache_name(model: nn.Module, cut: int, activations: str, fingerprint: str, pooled: bool = False) -> str:
-    # The activations key in the name finds a file to reuse when only labels / class names changed; the
-    # fingerprint is the file's identity (the book finds a file by fingerprint[:24]).
-    kind = "pooled-cut" if pooled else "cut"
-    return f"{type(model).__name__}-{kind}{cut}-{activations[:8]}-{fingerprint[:24]}.pt"
-
-
-@dataclass
-class _Entry:
-    """Where the activations of ``samples`` at one cut live in the cache, and what they must match."""
-
-    cut: int
-    pooled: bool
-    files: list[str]
-    labels: torch.Tensor
-    classes: tuple
-    activations: str
-    fingerprint: str
-    path: Path
-
-    def result(self, features: torch.Tensor) -> FeatureSet:
-        return FeatureSet(features.float(), self.labels.clone(), list(self.files), self.cut, self.fingerprint,
-                          self.classes)
-
-
-def _entry(model: nn.Module, samples, preprocess: Callable, cut: int | None, fp16: bool, device,
-           preprocess_id: str | None, directory, pooled: bool) -> _Entry:
-    _, cut = _resolve_cut(model, cut)
-    files = [str(f) for f in samples.files]
-    labels = [int(y) for y in samples.labels]
-    classes = tuple(getattr(samples, "classes", ()) or ())
-    activations = _activations_key(model, samples.files, preprocess, cut, fp16, preprocess_id, device)
-    if pooled:  # spatially averaged maps are other numbers: another key, another file
-        activations = hashlib.sha256(f"{activations}|pooled".encode()).hexdigest()
-    fingerprint = _with_labels(activations, labels, classes)
-    path = Path(directory or cache_dir()) / _cache_name(model, cut, activations, fingerprint, pooled)
-    return _Entry(cut, pooled, files, torch.tensor(labels, dtype=torch.long), classes, activations, fingerprint,
-                  path)
-
-
-def _usable(entry: _Entry, candidate: Path, check_fingerprint: bool) -> torch.Tensor | None:
-    try:
-        fs, payload = _load(candidate)
-        if (payload.get("format") != _FORMAT or payload.get("activations") != entry.activations
-                or fs.files != entry.files):
-            raise ValueError("its key does not match")
-        if check_fingerprint and fs.fingerprint != entry.fingerprint:
-            raise ValueError("fingerprint does not match")
-    except Exception as err:  # noqa: BLE001 - any unreadable or damaged cache is recomputed, never trusted
-        warnings.warn(f"Ignoring unreadable feature cache {candidate} ({err}); recomputing it.", stacklevel=4)
-        return None
-    try:
-        os.utime(candidate)  # a use, for least-recently-used pruning
-    except OSError:
-        pass
-    return fs.features
-
-
-def _lookup(model: nn.Module, entry: _Entry) -> torch.Tensor | None:
-    """The cached activations of ``entry``, or None (then they must be computed)."""
-    try:
-        exists = entry.path.is_file()
-    except OSError:
-        exists = False
-    if exists:
-        return _usable(entry, entry.path, check_fingerprint=True)
-    # Same files, model, cut and preprocessing, other labels or class names: reuse those activations.
-    kind = "pooled-cut" if entry.pooled else "cut"
-    try:
-        siblings = sorted(entry.path.parent.glob(f"{type(model).__name__}-{kind}{entry.cut}-{entry.activations[:8]}-*.pt"))
-    except OSError:
-        siblings = []
-    for sibling in siblings:
-        features = _usable(entry, sibling, check_fingerprint=False)
-        if features is not None:
-            _store(FeatureSet(features, entry.labels, entry.files, entry.cut, entry.fingerprint, entry.classes),
-                   entry.path, entry.activations, entry.path.parent)
-            return features
-    return None
-
-
-def cached_features(model: nn.Module, samples, preprocess: Callable, cut: int | None = None,
-                    fp16: bool = False, device: str | torch.device | None = None, batch_size: int = 32,
-                    num_workers: int = 0, directory: str | Path | None = None,
-                    progress: bool = True, preprocess_id: str | None = None, pooled: bool = False) -> FeatureSet:
-    """Activations at ``cut`` for ``samples`` (a :class:`tl_course.data.Samples`), computed once and then
-    read back from ``directory`` (default :func:`cache_dir`). Labels and class names are always those of
-    ``samples``.
-
-    ``preprocess`` must be deterministic (augmentation would make the "fixed function" random, and is
-    refused). torchvision and timm transforms are recognised by their parameters; a plain function or a
-    ``v2.Lambda`` needs ``preprocess_id="<a name you change when the code changes>"``. See the module
-    docstring for the cache key, the integrity check and the housekeeping.
-
-    A cache that cannot be read or fails its integrity check is reported in one warning and recomputed.
-    A folder that cannot be written is reported in one warning; the features are returned all the same.
-    ``fp16=True`` halves the file size. ``pooled=True`` stores the maps averaged over space, ``(N, channels)``:
-    what a linear probe at an early cut trains on. :func:`warm_features` fills several cuts in one pass.
-
-    >>> train = cached_features(model, splits.train, preprocess)   # slow the first time, instant after
-    >>> train = cached_features(model, splits.train, my_fn, preprocess_id="my_fn v2")
-    >>> probe = cached_features(model, splits.train, preprocess, cut=4, pooled=True)
-    """
-    entry = _entry(model, samples, preprocess, cut, fp16, device, preprocess_id, directory, pooled)
-    features = _lookup(model, entry)
-    if features is not None:
-        return entry.result(features)
-    if pooled:
-        warm_features(model, samples, preprocess, pooled_cuts=[entry.cut], fp16=fp16, device=device,
-                      batch_size=batch_size, num_workers=num_workers, directory=directory,
-                      preprocess_id=preprocess_id)
-        features = _lookup(model, entry)
-        if features is not None:
-            return entry.result(features)
-        raise RuntimeError(f"The pooled activations at cut {entry.cut} could not be cached in {entry.path.parent}.")
-    from .data import ImageDataset  # local import: data imports nothing from here
-
-    features, _ = extract_features(model, ImageDataset(samples, preprocess), cut=entry.cut, device=device,
-                                   batch_size=batch_size, num_workers=num_workers, progress=progress)
-    _store(FeatureSet(features.half() if fp16 else features, entry.labels, entry.files, entry.cut,
-                      entry.fingerprint, entry.classes), entry.path, entry.activations, entry.path.parent)
-    return entry.result(features)
-
-
-def warm_features(model: nn.Module, samples, preprocess: Callable, cuts: Iterable[int] = (),
-                  pooled_cuts: Iterable[int] = (), fp16: bool = False, device: str | torch.device | None = None,
-                  batch_size: int = 64, num_workers: int = 0, directory: str | Path | None = None,
-                  preprocess_id: str | None = None) -> float:
-    """Cache the activations of ``samples`` at every cut in ``cuts`` (full maps) and ``pooled_cuts``
-    (averaged over space) in ONE forward pass, in exactly the files :func:`cached_features` reads. Returns the
-    seconds the pass took (0.0 when everything was already on disk). Eval mode, no gradients; the model's
-    train/eval flags are restored.
-
-    >>> seconds = warm_features(model, splits.train, preprocess, cuts=[9, 8, 7], pooled_cuts=range(1, 10))
-    """
-    from .data import ImageDataset
-
-    all_stages = stages(model)
-    wanted = [(c, False) for c in cuts] + [(c, True) for c in pooled_cuts]
-    for c, _ in wanted:
-        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c < len(all_stages):
-            raise ValueError(f"cut must be between 1 and {len(all_stages) - 1} for this model, got {c!r}.")
-    missing = {}
-    for c, pooled in dict.fromkeys(wanted):
-        entry = _entry(model, samples, preprocess, c, fp16, device, preprocess_id, directory, pooled)
-        if _lookup(model, entry) is None:
-            missing[c, pooled] = entry
-    if not missing:
-        return 0.0
-    start = time.perf_counter()
-    device = get_device(device)
-    deepest = max(c for c, _ in missing)
-    modes = {m: m.training for m in model.modules()}
-    model.to(device).eval()  # the whole model (never split across devices); BatchNorm on running statistics
-    chunks: dict[tuple[int, bool], list[torch.Tensor]] = {key: [] for key in missing}
-    loader = _as_loader(ImageDataset(samples, preprocess), batch_size, device, num_workers)
-    try:
-        with torch.inference_mode(), autocast(device):
-            for images, _ in loader:
-                x = images.to(device, non_blocking=True)
-                for c in range(1, deepest + 1):
-                    x = all_stages[c - 1](x)
-                    if (c, False) in chunks:
-                        chunks[c, False].append(x.float().cpu())
-                    if (c, True) in chunks:
-                        chunks[c, True].append((x.mean(dim=(2, 3)) if x.dim() == 4 else x).float().cpu())
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    for key, entry in missing.items():
-        if not chunks[key]:
-            raise ValueError("warm_features got no images.")
-        features = torch.cat(chunks[key])
-        _store(FeatureSet(features.half() if fp16 else features, entry.labels, entry.files, entry.cut,
-                          entry.fingerprint, entry.classes), entry.path, entry.activations, entry.path.parent)
-    return time.perf_counter() - start
-
-
-def _store(fs: FeatureSet, path: Path, activations: str, folder: Path) -> None:
-    """Save, then prune; a folder that cannot be written loses the reuse, never the features."""
-    try:
-        save_features(fs, path, activations=activations)
-    except OSError as err:
-        warnings.warn(f"Could not save the features in the cache folder {folder} ({err.strerror or err}): they are "
-                      "returned but will be computed again next time; set TL_COURSE_CACHE to a folder you can "
-                      "write to.", stacklevel=3)
-        return
-    prune_cache(directory=folder, keep=[path])

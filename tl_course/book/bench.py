@@ -22,7 +22,7 @@ from ..features import bottom_stages, extract_features, top_stages
 from ..freezing import freeze, stages
 from ..models import load_pretrained, replace_head
 from ..profiles import get_device, get_profile
-from ..training import fit
+from ..training import TrainOptions, fit
 
 
 def _forward_flops(module, x) -> int:
@@ -79,8 +79,8 @@ def run(images: int, image_size: int, device: torch.device, ks: list[int], batch
     head = top_stages(model)
     h_head = fit(head, (features, labels), epochs=head_epochs, lr=1e-2, batch_size=batch_size, device=device,
                  progress=False)
-    h_full = fit(model, dataset, epochs=1, lr=1e-2, batch_size=batch_size, device=device, num_workers=num_workers,
-                 progress=False)
+    h_full = fit(model, dataset, epochs=1, lr=1e-2, batch_size=batch_size, device=device, progress=False,
+                 options=TrainOptions(num_workers=num_workers))
     head_epoch, full_epoch = h_head.seconds_per_epoch(), h_full.seconds_per_epoch()
     rows.append(("softmax epoch: cached vs through backbone", f"{head_epoch * 1e3:.2f} ms", f"{full_epoch:.2f} s",
                  f"{full_epoch / head_epoch:,.0f}x (goal >= 1000x)"))
@@ -96,8 +96,8 @@ def run(images: int, image_size: int, device: torch.device, ks: list[int], batch
         top = top_stages(model, cut)
         h_cached = fit(top, (acts, acts_labels), epochs=2, lr=1e-3, batch_size=batch_size, device=device,
                        progress=False)
-        h_images = fit(model, dataset, epochs=1, lr=1e-3, batch_size=batch_size, device=device,
-                       num_workers=num_workers, progress=False)
+        h_images = fit(model, dataset, epochs=1, lr=1e-3, batch_size=batch_size, device=device, progress=False,
+                       options=TrainOptions(num_workers=num_workers))
         bottom_k = bottom_stages(model, cut).eval()
         with torch.no_grad():
             a1 = bottom_k(x1)

@@ -15,18 +15,23 @@ The methodology every sweep here follows (state it on the page that shows the nu
   eval mode). Inside the trained stages ``bn="train"`` lets BN use batch statistics and update its running
   averages (PyTorch's default); ``bn="frozen"`` keeps them in eval mode (the Keras advice for small data),
   their scale and shift still train;
-- **selection on validation, report on test**, seeds given explicitly.
+- **selection on validation, report on test**, seeds given explicitly; every seed is used through a
+  private generator (the caller's global ``random`` / NumPy / torch generators are left as they were).
 
->>> setup = domain_setup("eurosat")
->>> feats = split_features(setup, cuts=sweep_cuts(setup.model, ks=(1, 2, 3)))
->>> rows = sweep(setup.model, feats, sizes=(10, 50), ks=(1, 2, 3), seeds=(0,))
+A page sweeps a domain in three calls (on the EuroSAT tiles, minutes on a CPU)::
+
+    setup = domain_setup("eurosat")
+    feats = split_features(setup, cuts=sweep_cuts(setup.model, ks=(1, 2, 3)))
+    rows = sweep(setup.model, feats, sizes=(10, 50), ks=(1, 2, 3), seeds=(0,), plan=SweepPlan(steps=100))
+
+>>> SweepPlan().steps, SweepPlan(max_epochs=15).max_epochs
+(100, 15)
 """
 from __future__ import annotations
 
 import copy
 import html
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -37,11 +42,12 @@ from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
 from ..data import Samples, Splits, cat_detector_splits, eurosat_splits
-from ..features import FeatureSet, cached_features, top_stages, warm_features
+from ..cache import cached_features, warm_features
+from ..features import FeatureSet, top_stages
 from ..freezing import freeze, freeze_bn_stats, stages
 from ..models import get_head, load_pretrained, replace_head
-from ..profiles import Profile, autocast, get_device, get_profile
-from ..training import fit, seed_everything
+from ..profiles import Profile, get_profile
+from ..training import TrainOptions, fit
 
 __all__ = [
     "Setup",
@@ -57,6 +63,7 @@ __all__ = [
     "train_top_k",
     "linear_probe",
     "probe_curve",
+    "SweepPlan",
     "sweep",
     "summarise",
     "best_k_by_val",
@@ -92,10 +99,15 @@ def domain_setup(domain: str, profile: Profile | None = None, seed: int = 0) -> 
     EuroSAT: ten classes at ``profile.eurosat_image_size`` (64 = native tiles, no crop) with
     ``profile.eurosat_*`` sizes. Pages that call this with the same profile share their caches.
 
-    >>> setup = domain_setup("eurosat", get_profile("ci"))
-    >>> setup.sizes, len(setup.splits.val)
-    ((10, 50, 250), 200)
+    (With the photos: ``domain_setup("eurosat", get_profile("ci")).sizes == (10, 50, 250)``.)
+
+    >>> domain_setup("mars")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown domain 'mars': use 'pets' or 'eurosat'.
     """
+    if domain not in ("pets", "eurosat"):
+        raise ValueError(f"Unknown domain {domain!r}: use 'pets' or 'eurosat'.")
     profile = profile or get_profile()
     if domain == "pets":
         sizes = tuple(sorted(profile.pets_sizes))
@@ -116,7 +128,9 @@ def domain_setup(domain: str, profile: Profile | None = None, seed: int = 0) -> 
 def sweep_cuts(model: nn.Module, ks: Iterable[int]) -> list[int]:
     """The cuts that training the top ``k`` stages needs: ``len(stages) - k`` for each ``k``.
 
-    >>> sweep_cuts(load_pretrained().model, ks=(1, 2, 3))
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> sweep_cuts(StagedModel(*[nn.Identity()] * 9, nn.Linear(4, 2)), ks=(1, 2, 3))   # 10 stages, like Lite0
     [9, 8, 7]
     """
     n = len(stages(model))
@@ -124,16 +138,33 @@ def sweep_cuts(model: nn.Module, ks: Iterable[int]) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations at several cuts from one forward pass, in tl_course.features' cache format
+# Activations at several cuts from one forward pass, in tl_course.cache's format
 # ---------------------------------------------------------------------------------------------
 def warm_cache(model: nn.Module, samples: Samples, preprocess: Callable, cuts: Iterable[int] = (),
                pooled_cuts: Iterable[int] = (), device: str | torch.device | None = None, batch_size: int = 64,
                num_workers: int = 0, directory: str | Path | None = None) -> float:
     """Write every missing cache file for ``samples`` in ONE forward pass; returns the seconds it took (0 if
-    everything was on disk). The files are :func:`tl_course.features.cached_features`'s own (full maps at
-    ``cuts``, maps averaged over space at ``pooled_cuts``): see :func:`tl_course.features.warm_features`.
+    everything was on disk). The files are :func:`tl_course.cache.cached_features`'s own (full maps at
+    ``cuts``, maps averaged over space at ``pooled_cuts``): see :func:`tl_course.cache.warm_features`.
 
-    >>> seconds = warm_cache(model, splits.train, preprocess, cuts=[9, 8, 7], pooled_cuts=range(1, 10))
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from torch import nn
+    >>> from torchvision.transforms import v2
+    >>> from tl_course.data import Samples, Splits
+    >>> from tl_course.freezing import StagedModel
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for i in range(4):
+    ...     Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    >>> samples = Samples(sorted(folder.glob("*.png")), [0, 1, 0, 1], ("dark", "bright"))
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    ...                     nn.Linear(4, 2))
+    >>> preprocess = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    >>> warm_cache(model, samples, preprocess, cuts=[2, 1], pooled_cuts=[1, 2], directory=folder / "cache") > 0
+    True
+    >>> warm_cache(model, samples, preprocess, cuts=[2], directory=folder / "cache")    # all on disk
+    0.0
     """
     return warm_features(model, samples, preprocess, cuts, pooled_cuts, device=device, batch_size=batch_size,
                          num_workers=num_workers, directory=directory)
@@ -144,7 +175,22 @@ def cut_features(model: nn.Module, samples: Samples, preprocess: Callable, cut: 
     """Activations at ``cut`` for ``samples`` (spatially averaged if ``pooled``), from the cache, computed if
     missing.
 
-    >>> probe_train = cut_features(model, splits.train, preprocess, cut=3, pooled=True)
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from torch import nn
+    >>> from torchvision.transforms import v2
+    >>> from tl_course.data import Samples, Splits
+    >>> from tl_course.freezing import StagedModel
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for i in range(4):
+    ...     Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    >>> samples = Samples(sorted(folder.glob("*.png")), [0, 1, 0, 1], ("dark", "bright"))
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    ...                     nn.Linear(4, 2))
+    >>> preprocess = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    >>> cut_features(model, samples, preprocess, cut=1, pooled=True, directory=folder / "cache").features.shape
+    torch.Size([4, 4])
     """
     return cached_features(model, samples, preprocess, cut=cut, device=device, directory=directory,
                            progress=False, pooled=pooled)
@@ -158,9 +204,25 @@ def split_features(setup: Setup, cuts: Iterable[int] = (), pooled_cuts: Iterable
     Returns ``{"cut": {cut: {"train": fs, "val": fs, "test": fs}}, "pooled": {cut: {...}}, "seconds": s}``
     where ``seconds`` is the extraction time of this call (0 when everything was cached).
 
-    >>> feats = split_features(setup, cuts=[9, 8, 7], pooled_cuts=range(1, 10))
-    >>> feats["cut"][9]["train"].features.shape
-    torch.Size([2500, 1280])
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from torch import nn
+    >>> from torchvision.transforms import v2
+    >>> from tl_course.data import Samples, Splits
+    >>> from tl_course.freezing import StagedModel
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for i in range(4):
+    ...     Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    >>> samples = Samples(sorted(folder.glob("*.png")), [0, 1, 0, 1], ("dark", "bright"))
+    >>> model = StagedModel(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    ...                     nn.Linear(4, 2))
+    >>> preprocess = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    >>> setup = Setup("demo", model, preprocess, Splits(samples, samples, samples, samples.classes), (1, 2),
+    ...               samples.classes)
+    >>> feats = split_features(setup, cuts=[3, 2], pooled_cuts=[1], directory=folder / "cache")
+    >>> feats["cut"][3]["train"].features.shape, feats["pooled"][1]["val"].features.shape
+    (torch.Size([4, 4]), torch.Size([4, 4]))
     """
     cuts, pooled_cuts = list(cuts), list(pooled_cuts)
     out: dict[str, dict] = {"cut": {c: {} for c in cuts}, "pooled": {c: {} for c in pooled_cuts}, "seconds": 0.0}
@@ -179,7 +241,11 @@ def first_per_class(fs: FeatureSet, n: int) -> tuple[torch.Tensor, torch.Tensor]
     """The rows of a nested training split's cache that form the split with ``n`` photos per class: the
     first ``n`` of each class, in file order (what ``cat_detector_splits(n)`` / ``eurosat_splits(n)`` hold).
 
-    >>> x, y = first_per_class(feats["cut"][9]["train"], 10)
+    >>> import torch
+    >>> fs = FeatureSet(torch.arange(5.0).reshape(5, 1), torch.tensor([0, 1, 0, 1, 0]), list("abcde"), 9, "")
+    >>> x, y = first_per_class(fs, 2)
+    >>> x.flatten().tolist(), y.tolist()
+    ([0.0, 1.0, 2.0, 3.0], [0, 1, 0, 1])
     """
     idx = []
     for label in torch.unique(fs.labels).tolist():
@@ -198,6 +264,11 @@ def epochs_for(n_train: int, batch_size: int, steps: int, min_epochs: int = 3, m
     >>> epochs_for(2500, 64, 300), epochs_for(100, 64, 300)
     (8, 60)
     """
+    for name, value in (("n_train", n_train), ("batch_size", batch_size), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+    if not 1 <= min_epochs <= max_epochs:
+        raise ValueError(f"need 1 <= min_epochs <= max_epochs, got {min_epochs} and {max_epochs}.")
     per_epoch = max(1, math.ceil(n_train / batch_size))
     return int(min(max_epochs, max(min_epochs, math.ceil(steps / per_epoch))))
 
@@ -228,21 +299,29 @@ def _pair(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_head(model: nn.Module, train, val, test=None, *, epochs: int = 60, lr: float = 1e-2,
                batch_size: int = 32, seed: int = 0, device: str | torch.device | None = None) -> RunResult:
-    """k = 1, the warm start of every deeper run: a fresh softmax (seeded) on cached final features
-    (cut ``len(stages) - 1``), best validation epoch kept. ``model`` is not changed.
+    """k = 1, the warm start of every deeper run: a fresh softmax (drawn from ``seed`` by a private
+    generator) on cached final features (cut ``len(stages) - 1``), best validation epoch kept. Neither
+    ``model`` nor the caller's random number generators are changed.
 
-    >>> head = train_head(setup.model, first_per_class(train9, 10), val9, test9, seed=0)
-    >>> head.val_acc, head.head_state.keys()
+    >>> import torch
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> model = StagedModel(nn.Linear(2, 2), nn.Linear(2, 2))      # 2 stages: the cut is 1
+    >>> x = torch.randn(20, 2); y = (x[:, 0] > 0).long()
+    >>> head = train_head(model, (x, y), (x, y), epochs=5, seed=0)
+    >>> head.k, sorted(head.head_state)
+    (1, ['bias', 'weight'])
     """
     net = copy.deepcopy(model)
-    seed_everything(seed)
-    replace_head(net, get_head(net).out_features)  # a fresh head, drawn from this seed
+    with torch.random.fork_rng(devices=[]):  # the head drawn from this seed, the caller's generator untouched
+        torch.manual_seed(seed)
+        replace_head(net, get_head(net).out_features)
     freeze(net, trainable_stages=1)
     n = len(stages(net))
     top = top_stages(net, n - 1)
     train = _pair(train)
-    h = fit(top, train, val, test=test, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
-            progress=False)
+    h = fit(top, train, val, test=test, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
+            progress=False, options=TrainOptions(seed=seed))
     head = stages(net)[-1]
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     return RunResult(1, seed, float(h.best_val_acc), float(h.test.accuracy) if h.test else float("nan"),
@@ -259,7 +338,15 @@ def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None
     ``bn="train"``: BatchNorm in the trained stages uses batch statistics and updates its running averages;
     ``bn="frozen"``: it stays in eval mode (ImageNet statistics), its scale and shift still train.
 
-    >>> run = train_top_k(setup.model, 3, head, first_per_class(train7, 10), val7, test7, epochs=20)
+    >>> import torch
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> model = StagedModel(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4)), nn.Linear(4, 2))
+    >>> acts = torch.randn(20, 2); y = (acts[:, 0] > 0).long()
+    >>> head = train_head(model, (torch.randn(20, 4), y), (torch.randn(20, 4), y), epochs=2)   # on cut-2 acts
+    >>> run = train_top_k(model, 2, head, (acts, y), (acts, y), epochs=3)   # stages 1 and 2 train on acts
+    >>> run.k, run.epochs
+    (2, 3)
     """
     if bn not in ("train", "frozen"):
         raise ValueError(f"bn must be 'train' or 'frozen', got {bn!r}.")
@@ -273,33 +360,55 @@ def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None
     if bn == "frozen":
         freeze_bn_stats(top)
     train = _pair(train)
-    h = fit(top, train, val, test=test, epochs=epochs, lr=lr, pretrained_lr_factor=pretrained_lr_factor,
-            batch_size=batch_size, seed=seed, device=device, progress=False)
+    h = fit(top, train, val, test=test, epochs=epochs, lr=lr, batch_size=batch_size, device=device, progress=False,
+            options=TrainOptions(pretrained_lr_factor=pretrained_lr_factor, seed=seed))
     return RunResult(k, seed, float(h.best_val_acc), float(h.test.accuracy) if h.test else float("nan"),
                      head.seconds + h.seconds, len(h.epochs), int(h.best_epoch),
                      len(h.epochs) * math.ceil(len(train[1]) / batch_size))
 
 
+def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training ``mean`` and ``1 / std`` per column, with 0 instead of ``1 / std`` for a column that is
+    constant on the training rows (it would be divided by almost nothing)."""
+    mean = x.mean(0, keepdim=True)
+    std = x.std(0, correction=0, keepdim=True)  # correction=0: one training row gives 0, not NaN
+    informative = std > 1e-6 * (1 + mean.abs())
+    return mean, torch.where(informative, 1 / std.clamp_min(1e-12), torch.zeros_like(std))
+
+
 def linear_probe(train, val, test=None, *, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 1e-3,
                  batch_size: int = 128, seed: int = 0, device: str | torch.device | None = None) -> RunResult:
     """A softmax (multinomial logistic regression) on pooled activations: how linearly separable the classes
-    are at that cut. Features are standardised with the *training* mean and std; best validation epoch kept.
+    are at that cut; best validation epoch kept.
 
-    >>> probe = linear_probe(pooled[3]["train"], pooled[3]["val"], pooled[3]["test"])
+    Features are standardised with the *training* mean and standard deviation; a column that is constant on
+    the training rows (std ``<= 1e-6 * (1 + |mean|)``: a channel that is zero on every training photo, common
+    with few photos) carries no information the probe could learn from, and is set to 0 everywhere, never
+    divided by a tiny number (which would blow it up on validation and test rows). The probe's initial
+    weights are drawn from ``seed`` by a private generator: the caller's global generators are left alone,
+    so a bootstrap loop around the probe draws fresh numbers in every round.
+
+    >>> import torch
+    >>> x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)); y = (x[:, 0] > 0).long()
+    >>> x[:, 2] = 0.0                                    # constant on the training rows
+    >>> val = x.clone(); val[:, 2] = 5.0                 # but not on the validation rows
+    >>> linear_probe((x, y), (val, y), epochs=20, lr=0.1).val_acc > 0.8
+    True
     """
     x, y = _pair(train)
-    mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True).clamp_min(1e-6)
+    mean, std = _standardiser(x)
 
     def norm(data):
         if data is None:
             return None
         a, b = _pair(data)
-        return (a - mean) / std, b
+        return (a - mean) * std, b
 
-    seed_everything(seed)
-    head = nn.Linear(x.shape[1], int(y.max()) + 1)
-    h = fit(head, norm(train), norm(val), test=norm(test), epochs=epochs, lr=lr, weight_decay=weight_decay,
-            batch_size=batch_size, seed=seed, device=device, progress=False)
+    with torch.random.fork_rng(devices=[]):  # the probe drawn from this seed, the caller's generator untouched
+        torch.manual_seed(seed)
+        head = nn.Linear(x.shape[1], int(y.max()) + 1)
+    h = fit(head, norm(train), norm(val), test=norm(test), epochs=epochs, lr=lr, batch_size=batch_size,
+            device=device, progress=False, options=TrainOptions(weight_decay=weight_decay, seed=seed))
     return RunResult(0, seed, float(h.best_val_acc), float(h.test.accuracy) if h.test else float("nan"),
                      h.seconds, len(h.epochs), int(h.best_epoch), len(h.epochs) * math.ceil(len(y) / batch_size))
 
@@ -309,7 +418,12 @@ def probe_curve(pooled: dict[int, dict[str, FeatureSet]], n_per_class: int | Non
     """A linear probe at every cut of ``pooled`` (``split_features(...)["pooled"]``): one row per cut and seed
     with ``cut, seed, channels, val_acc, test_acc, seconds``. ``n_per_class`` trains on a nested subset.
 
-    >>> rows = probe_curve(feats["pooled"], n_per_class=50)
+    >>> import torch
+    >>> x = torch.randn(12, 3); y = torch.tensor([0, 1] * 6)
+    >>> fs = FeatureSet(x + y[:, None], y, [str(i) for i in range(12)], 2, "")
+    >>> rows = probe_curve({2: {"train": fs, "val": fs, "test": fs}}, n_per_class=4, seeds=(0, 1), epochs=3)
+    >>> [(r["cut"], r["seed"], r["channels"]) for r in rows]
+    [(2, 0, 3), (2, 1, 3)]
     """
     rows = []
     for cut in sorted(pooled):
@@ -322,34 +436,78 @@ def probe_curve(pooled: dict[int, dict[str, FeatureSet]], n_per_class: int | Non
     return rows
 
 
-def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int], seeds: Sequence[int] = (0,), *,
-          steps: int = 100, head_steps: int = 1000, head_epochs: int = 60, head_lr: float = 1e-2, lr: float = 1e-3,
-          pretrained_lr_factor: float = 1.0, bn: str = "train", batch_size: int = 128, head_batch_size: int = 32,
-          min_epochs: int = 5, max_epochs: int = 20, device: str | torch.device | None = None,
-          on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Training-set size x trainable stages x seed, on cached activations (``feats`` from
-    :func:`split_features` with ``cuts=sweep_cuts(model, ks)``). Returns a tidy table, one dict per run:
-    ``size, k, seed, val_acc, test_acc, seconds, epochs, best_epoch, steps``.
+@dataclass(frozen=True)
+class SweepPlan:
+    """The budget of a :func:`sweep`: how long each run trains and how fast it learns.
 
     Per (size, seed) the head is trained once (the k = 1 cell: ``epochs_for(n_train, head_batch_size,
-    head_steps, 15, head_epochs)`` epochs) and every k >= 2 starts from it, with
-    ``epochs_for(n_train, bs, steps, min_epochs, max_epochs)`` epochs (equal for every k of the
-    row), where the batch ``bs = min(batch_size, max(8, ceil(n_train / 4)))`` gives a small set at least four
-    steps per epoch. ``on_row`` sees each row
-    as it is made (progress printing). The head trains with ``head_batch_size`` (cheap), the top stages with
-    ``batch_size``: on a CPU a step on tiny activation maps costs about the same for 32 or 128 examples.
+    head_steps, min(15, head_epochs), head_epochs)`` epochs at ``head_lr``) and every k >= 2 starts from it, with
+    ``epochs_for(n_train, bs, steps, min_epochs, max_epochs)`` epochs at ``lr`` (pretrained stages at
+    ``lr * pretrained_lr_factor``), equal for every k of the row, where the batch ``bs = min(batch_size,
+    max(8, ceil(n_train / 4)))`` gives a small set at least four steps per epoch. The head trains with
+    ``head_batch_size`` (cheap), the top stages with ``batch_size``: on a CPU a step on tiny activation maps
+    costs about the same for 32 or 128 examples. ``bn``: see :func:`train_top_k`.
 
-    >>> rows = sweep(setup.model, feats, sizes=(10, 50), ks=(1, 2, 3), seeds=(0, 1, 2))
+    >>> SweepPlan(steps=100, max_epochs=15).head_steps
+    1000
     """
+
+    steps: int = 100  #: optimizer steps of every k >= 2 run of a row (after the warm start)
+    head_steps: int = 1000  #: optimizer steps of the head (k = 1, the warm start)
+    head_epochs: int = 60  #: at most this many head epochs
+    head_lr: float = 1e-2
+    lr: float = 1e-3
+    pretrained_lr_factor: float = 1.0
+    bn: str = "train"  #: "train" or "frozen" (BatchNorm inside the trained stages)
+    batch_size: int = 128  #: of the top-k runs (smaller for small sets: at least 4 steps per epoch)
+    head_batch_size: int = 32
+    min_epochs: int = 5  #: of the top-k runs
+    max_epochs: int = 20  #: of the top-k runs
+
+    def __post_init__(self) -> None:
+        if self.bn not in ("train", "frozen"):
+            raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}.")
+        for name in ("steps", "head_steps", "head_epochs", "batch_size", "head_batch_size", "min_epochs",
+                     "max_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs}).")
+
+
+def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int], seeds: Sequence[int] = (0,), *,
+          plan: SweepPlan | None = None, device: str | torch.device | None = None,
+          on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Training-set size x trainable stages x seed, on cached activations (``feats`` from
+    :func:`split_features` with ``cuts=sweep_cuts(model, ks)``), with the budget of ``plan``
+    (:class:`SweepPlan`, default ``SweepPlan()``). Returns a tidy table, one dict per run:
+    ``size, k, seed, val_acc, test_acc, seconds, epochs, best_epoch, steps``. ``on_row`` sees each row as it
+    is made (progress printing).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from tl_course.freezing import StagedModel
+    >>> model = StagedModel(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2))
+    >>> x = torch.randn(8, 3); y = torch.tensor([0, 1] * 4)
+    >>> fs = FeatureSet(x + y[:, None], y, [str(i) for i in range(8)], 0, "")
+    >>> feats = {"cut": {2: {"train": fs, "val": fs, "test": fs}, 1: {"train": fs, "val": fs, "test": fs}}}
+    >>> plan = SweepPlan(steps=4, head_steps=4, head_epochs=15, min_epochs=1, max_epochs=2, batch_size=8)
+    >>> rows = sweep(model, feats, sizes=(2, 4), ks=(1, 2), plan=plan)
+    >>> [(r["size"], r["k"]) for r in rows]
+    [(2, 1), (2, 2), (4, 1), (4, 2)]
+    """
+    plan = plan if plan is not None else SweepPlan()
     n = len(stages(model))
     final = feats["cut"][n - 1]
     rows = []
     for size in sizes:
         for seed in seeds:
             head_train = first_per_class(final["train"], size)
-            epochs = epochs_for(len(head_train[1]), head_batch_size, head_steps, 15, head_epochs)
-            head = train_head(model, head_train, final["val"], final["test"], epochs=epochs, lr=head_lr,
-                              batch_size=head_batch_size, seed=seed, device=device)
+            epochs = epochs_for(len(head_train[1]), plan.head_batch_size, plan.head_steps, min(15, plan.head_epochs),
+                                plan.head_epochs)
+            head = train_head(model, head_train, final["val"], final["test"], epochs=epochs, lr=plan.head_lr,
+                              batch_size=plan.head_batch_size, seed=seed, device=device)
             for k in ks:
                 if k == 1:
                     run = head
@@ -357,10 +515,10 @@ def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int]
                     fs = feats["cut"][n - k]
                     train = first_per_class(fs["train"], size)
                     # Small sets: smaller batches, so that an epoch has at least 4 steps.
-                    bs = min(batch_size, max(8, math.ceil(len(train[1]) / 4)))
-                    epochs = epochs_for(len(train[1]), bs, steps, min_epochs, max_epochs)
-                    run = train_top_k(model, k, head, train, fs["val"], fs["test"], epochs=epochs, lr=lr,
-                                      pretrained_lr_factor=pretrained_lr_factor, bn=bn, batch_size=bs,
+                    bs = min(plan.batch_size, max(8, math.ceil(len(train[1]) / 4)))
+                    epochs = epochs_for(len(train[1]), bs, plan.steps, plan.min_epochs, plan.max_epochs)
+                    run = train_top_k(model, k, head, train, fs["val"], fs["test"], epochs=epochs, lr=plan.lr,
+                                      pretrained_lr_factor=plan.pretrained_lr_factor, bn=plan.bn, batch_size=bs,
                                       seed=seed, device=device)
                 row = {"size": size, "k": k, "seed": seed, "val_acc": run.val_acc, "test_acc": run.test_acc,
                        "seconds": run.seconds, "epochs": run.epochs, "best_epoch": run.best_epoch,
@@ -379,7 +537,10 @@ def summarise(rows: Sequence[dict], by: Sequence[str] = ("size", "k"),
     """Mean, sample standard deviation (0 for one seed) and count of ``values`` per group ``by``, in
     first-seen order: ``{"size": 10, "k": 2, "val_acc": .81, "val_acc_std": .01, ..., "n": 3}``.
 
-    >>> summarise(rows)[0]["test_acc"]
+    >>> rows = [{"size": 10, "k": 2, "seed": s, "val_acc": a, "test_acc": a, "seconds": 1.0}
+    ...         for s, a in ((0, 0.8), (1, 0.9))]
+    >>> round(summarise(rows)[0]["test_acc"], 3), summarise(rows)[0]["n"]
+    (0.85, 2)
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -398,11 +559,18 @@ def summarise(rows: Sequence[dict], by: Sequence[str] = ("size", "k"),
 
 def best_k_by_val(rows: Sequence[dict]) -> dict[int, int]:
     """Per training-set size, the ``k`` with the highest mean validation accuracy; on a tie the smaller
-    (cheaper) ``k``. Test accuracy plays no part.
+    (cheaper) ``k``. Test accuracy plays no part. A row whose ``val_acc`` is NaN (a run that never
+    validated) cannot be ranked and is a ``ValueError`` naming it: drop or repair such rows first.
 
+    >>> rows = [{"size": 10, "k": k, "seed": 0, "val_acc": a, "test_acc": 0.5, "seconds": 1.0}
+    ...         for k, a in ((1, 0.80), (2, 0.84), (3, 0.84))]
     >>> best_k_by_val(rows)
-    {10: 2, 50: 2, 250: 3}
+    {10: 2}
     """
+    for r in rows:
+        if math.isnan(float(r["val_acc"])):
+            raise ValueError(f"val_acc is NaN in the row size={r['size']}, k={r['k']}, seed={r.get('seed')}: "
+                             "best_k_by_val cannot rank it (drop or repair that row first).")
     best: dict[int, tuple[float, int]] = {}
     for s in summarise(rows):
         key = (round(s["val_acc"], 10), -s["k"])
@@ -413,12 +581,24 @@ def best_k_by_val(rows: Sequence[dict]) -> dict[int, int]:
 
 def html_table(rows: Sequence[Sequence], header: Sequence[str], align: Sequence[str] | None = None) -> str:
     """A small HTML table (what a book page should print: myst-nb renders Markdown output without tables).
-    Cells are escaped strings; ``align`` per column, "left" or "right".
+    Cells are escaped strings; ``align`` per column, "left", "right" or "center" (default: the first column
+    left, the others right). ``align`` and every row must have one entry per column of ``header``: a
+    mismatch is a ``ValueError``, never a silently dropped column.
 
-    >>> from IPython.display import HTML
-    >>> HTML(html_table([(10, "81.0 %")], ["photos per class", "test accuracy"]))
+    >>> html_table([(10, "81.0 %")], ["photos", "accuracy"])
+    '<table><thead><tr><th style="text-align:left">photos</th><th style="text-align:right">accuracy</th></tr></thead><tbody><tr><td style="text-align:left">10</td><td style="text-align:right">81.0 %</td></tr></tbody></table>'
     """
-    align = list(align or ["left"] + ["right"] * (len(header) - 1))
+    header = list(header)
+    align = list(align) if align is not None else ["left"] + ["right"] * (len(header) - 1)
+    if len(align) != len(header):
+        raise ValueError(f"align has {len(align)} entries but the header has {len(header)} columns: give one "
+                         "alignment per column.")
+    if any(a not in ("left", "right", "center") for a in align):
+        raise ValueError(f"align entries must be 'left', 'right' or 'center', got {align!r}.")
+    rows = [list(r) for r in rows]
+    for i, r in enumerate(rows):
+        if len(r) != len(header):
+            raise ValueError(f"row {i} has {len(r)} cells but the header has {len(header)} columns.")
 
     def cells(values, tag):
         return "".join(f'<{tag} style="text-align:{a}">{html.escape(str(v))}</{tag}>' for v, a in zip(values, align))

@@ -49,9 +49,10 @@ def make_job(template: dict, sub: Submission, opts: Options, threads: int, trust
 
 def shared_cache(opts: Options) -> Path:
     """The feature cache every kernel reads: the kernels' ``TL_COURSE_CACHE``, else the grader's, else
-    ``tl_course.features.cache_dir()``'s default for whoever runs the grader (not the sandbox's HOME)."""
-    root = opts.env.get("TL_COURSE_CACHE") or os.environ.get("TL_COURSE_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "tl_course" / "features"
+    ``tl_course.paths.cache_dir()``'s default for whoever runs the grader (not the sandbox's HOME); ``~`` is
+    expanded here, on the grader's side, because the sandbox moves HOME."""
+    root = (opts.env.get("TL_COURSE_CACHE") or os.environ.get("TL_COURSE_CACHE") or "").strip()
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "tl_course" / "features"
 
 
 def hidden_paths(course: Path) -> list[str]:
