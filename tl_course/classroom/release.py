@@ -34,8 +34,8 @@ def assignments(root: Path = ROOT) -> list[str]:
 def repository_url(root: Path = ROOT) -> str:
     """The course repository URL, from its one home: ``repository.url`` in ``_config.yml``.
 
-    >>> repository_url()
-    'https://github.com/tl-course/transfer-learning-course'
+    >>> repository_url().startswith("https://")
+    True
     """
     import yaml
 
@@ -65,8 +65,8 @@ def install_spec(root: Path = ROOT) -> str:
     for, whatever ``main`` holds now. Pinned to a tag, not a commit: the tag is known before the commit that
     carries the release exists, so regenerating the notebooks gives the same bytes (the release is reproducible).
 
-    >>> install_spec()
-    'tl_course @ git+https://github.com/tl-course/transfer-learning-course@v0.1.0'
+    >>> install_spec() == f"tl_course @ git+{repository_url()}@v{release_version()}"
+    True
     """
     return f"tl_course @ git+{repository_url(root)}@v{release_version(root)}"
 
@@ -74,8 +74,8 @@ def install_spec(root: Path = ROOT) -> str:
 def colab_url(assignment_id: str, root: Path = ROOT) -> str:
     """Colab link of a student notebook (Colab opens it straight from the repository).
 
-    >>> colab_url("ch01_pretrained_weights")
-    'https://colab.research.google.com/github/tl-course/transfer-learning-course/blob/main/notebooks/...'
+    >>> colab_url("ch01_pretrained_weights").endswith("/blob/main/notebooks/ch01_pretrained_weights/ch01_pretrained_weights.ipynb")
+    True
     """
     import yaml
 
@@ -134,7 +134,7 @@ def setup_cells(assignment_id: str, root: Path = ROOT) -> list[nbformat.Notebook
     (the tagged release) and prints the profile the notebook runs, which is the one to grade it with.
 
     >>> badge, setup = setup_cells("ch01_pretrained_weights")
-    >>> '"tl_course @ git+https://github.com/tl-course/transfer-learning-course@v0.1.0"' in setup.source
+    >>> f'"{install_spec()}"' in setup.source and colab_url("ch01_pretrained_weights") in badge.source
     True
     """
     badge = md(f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(assignment_id, root)})",
