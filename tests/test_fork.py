@@ -68,6 +68,14 @@ def test_the_setup_cell_pins_the_release_tag():
             assert 'print(f"tl_course' in setup.source and "profile {profile.name}" in setup.source
 
 
+def test_the_package_says_the_version_the_release_pins():
+    """The setup cell prints tl_course.__version__ and installs the tag v<pyproject version>: one version."""
+    import tl_course
+
+    assert tl_course.__version__ == release_version(), (
+        f"tl_course/__init__.py says {tl_course.__version__}, pyproject.toml {release_version()}: make them equal.")
+
+
 def test_committed_solutions_start_with_the_current_setup_cells():
     """The cells release() would rewrite are already up to date (else `make notebooks` was not run)."""
     for assignment in assignments():
@@ -134,3 +142,43 @@ def test_a_page_without_a_notebook_loses_the_colab_button():
     context["header_buttons"][0]["buttons"].pop()  # only Colab in the launch menu: the menu goes too
     course_book.point_colab_at_the_notebook(app, "book/intro", "page.html", context, None)
     assert [g.get("label") for g in context["header_buttons"]] == ["repository-button"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The book published by CI (.github/workflows/book.yml): it cannot run here, so check what it says
+# ---------------------------------------------------------------------------------------------
+WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+
+
+def test_the_publishing_workflow_is_a_valid_github_workflow():
+    """Schema check against the GitHub workflow schema check-jsonschema ships (offline)."""
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema is in requirements.txt: run make install")
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                          str(WORKFLOW)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_publishing_workflow_builds_what_make_book_builds_and_publishes_it():
+    import yaml
+
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    triggers = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert triggers["push"]["branches"] == ["main"]
+    assert flow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    build, deploy = flow["jobs"]["build"], flow["jobs"]["deploy"]
+    runs = [step["run"] for step in build["steps"] if "run" in step]
+    assert runs == ["make book PROFILE=ci"], "the workflow must build the book with make book and nothing else"
+    uses = [step["uses"].split("@")[0] for step in build["steps"] if "uses" in step]
+    assert uses[0] == "actions/checkout" and uses[-1] == "actions/upload-pages-artifact"
+    upload = build["steps"][-1]
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^BOOK_HTML = \$\(if \$\(filter ci,\$\(PROFILE\)\),_build/html,", make, re.M)
+    assert upload["with"]["path"] == "_build/html"  # where make book PROFILE=ci writes the site
+    assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
+    assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
+    for job in (build, deploy):
+        for step in job["steps"]:
+            if "uses" in step:
+                assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+", step["uses"]), f"pin {step['uses']} to a major version"
