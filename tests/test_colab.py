@@ -219,6 +219,9 @@ def test_colab_rehearsal(assignment, colab, monkeypatch):
     last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert f"module: {colab['site']}" in last, f"tl_course was not the copy pip installed in the rehearsal: {last}"
     assert "colab: True" in last
+    installed = colab["site"] / "tl_course"
+    modules = lambda top: sorted(str(p.relative_to(top)) for p in top.rglob("*.py"))  # noqa: E731
+    assert modules(installed) == modules(ROOT / "tl_course"), "pip install left modules of tl_course out"
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade"):
             errors = [o for o in cell.outputs if o.output_type == "error" or o.get("name") == "stderr"]
