@@ -187,13 +187,14 @@ def _with_reference_answers(assignment: str, install_target: Path) -> nbformat.N
 
 
 def _kernel_env(colab: dict) -> dict:
-    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CACHE_DIR",
-            "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE")
-    env = {k: os.environ[k] for k in keep if k in os.environ}  # no PYTHONPATH: the checkout must not leak in
-    env.update(HOME=str(colab["home"]), TL_COURSE_DATA=str(DATA), TL_COURSE_PROFILE="ci", MPLBACKEND="Agg",
-               TL_COURSE_CACHE=str(colab["home"] / "features"), OMP_NUM_THREADS="1", PYTHONNOUSERSITE="1",
+    """The kernel's environment: no PYTHONPATH (the checkout must not leak in), no user site-packages; pip keeps
+    its settings (PIP_*, the user's pip.conf under HOME, proxies and certificates) so it reaches PyPI as usual."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+            "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("PIP_")}
+    env.update(TL_COURSE_DATA=str(DATA), TL_COURSE_PROFILE="ci", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
+               TL_COURSE_CACHE=str(colab["home"] / "features"), PYTHONNOUSERSITE="1",
                PIP_DISABLE_PIP_VERSION_CHECK="1")
-    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
     return env
 
 
