@@ -164,6 +164,14 @@ def sync_setup_cells(assignment_id: str, root: Path = ROOT) -> bool:
     """Rewrite the badge and setup cells of ``solutions/<id>/<id>.ipynb`` from :func:`setup_cells`, so they follow
     ``_config.yml`` and ``pyproject.toml``. Only those two cells (found by grade id) change; the file is written
     only when they differ. Returns whether it was written. :func:`release` calls it first.
+
+    >>> import shutil, tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> for name in ("_config.yml", "pyproject.toml"):
+    ...     _ = shutil.copy(ROOT / name, tmp / name)
+    >>> _ = shutil.copytree(ROOT / "solutions" / "ch01_pretrained_weights", tmp / "solutions" / "ch01_pretrained_weights")
+    >>> sync_setup_cells("ch01_pretrained_weights", tmp)      # the committed cells are up to date
+    False
     """
     path = root / "solutions" / assignment_id / f"{assignment_id}.ipynb"
     nb = nbformat.read(path, as_version=4)
