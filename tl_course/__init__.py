@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 _MODULES = {
     "data": ("CLASSES", "EUROSAT_CLASSES", "BadImageError", "DataUnavailableError", "ImageDataset", "Samples",
              "Splits", "cat_detector_splits", "check_images", "eurosat_splits", "find_eurosat_images",
-             "find_pet_images", "image_folder_splits", "load_rgb", "train_transform"),
+             "find_pet_images", "image_folder_splits", "load_rgb", "train_transform", "DataSource", "download_dataset",
+             "find_ants_and_bees"),
     "paths": ("data_root",),
     "features": ("FeatureSet", "bottom_stages", "extract_features", "features_fingerprint", "preprocess_identity",
                  "top_stages"),

@@ -133,7 +133,8 @@ def find_pet_images(root: Path | None = None, download: bool = True) -> list[Pat
     """Sorted paths of the Oxford-IIIT Pet photos under ``root`` (default :func:`data_root`).
 
     Looks for ``<root>/oxford-iiit-pet/images/*.jpg``; if there are none and ``download`` is true, downloads
-    the dataset there once with ``torchvision.datasets.OxfordIIITPet`` (about 800 MB, shows progress).
+    the dataset there once with :func:`download_dataset` (``torchvision.datasets.OxfordIIITPet``, about 800 MB,
+    shows progress).
     Raises :class:`DataUnavailableError` if the photos are missing and cannot be downloaded.
 
     >>> images = find_pet_images()
@@ -149,8 +150,7 @@ def find_pet_images(root: Path | None = None, download: bool = True) -> list[Pat
     if not download:
         raise DataUnavailableError(f"No Oxford-IIIT Pet photos in {images_dir} (download=False); {advice}.")
     try:
-        # Looked up at call time, not imported at module level, so tests can replace it.
-        torchvision.datasets.OxfordIIITPet(str(root), download=True)
+        download_dataset(PETS, root)
     except (OSError, RuntimeError, EOFError) as err:  # URLError is an OSError; a bad archive is an EOFError/OSError
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataUnavailableError(
@@ -486,7 +486,7 @@ def find_eurosat_images(root: Path | None = None, download: bool = True) -> list
 
     Looks for ``<root>/eurosat/2750/<Class>/*.jpg`` (``root`` defaults to :func:`data_root`), the layout
     ``torchvision.datasets.EuroSAT(root, download=True)`` writes; if a class folder is empty or missing and
-    ``download`` is true, that call downloads the dataset there once (about 90 MB). Raises
+    ``download`` is true, :func:`download_dataset` makes that call once (about 90 MB). Raises
     :class:`DataUnavailableError`, one sentence naming ``TL_COURSE_DATA``, when the tiles are missing and
     cannot be downloaded.
 
@@ -506,8 +506,7 @@ def find_eurosat_images(root: Path | None = None, download: bool = True) -> list
     if not download:
         raise DataUnavailableError(f"No EuroSAT tiles in {folder} (download=False); {advice}.")
     try:
-        # Looked up at call time, not imported at module level, so tests can replace it.
-        torchvision.datasets.EuroSAT(str(root), download=True)
+        download_dataset(EUROSAT, root)
     except (OSError, RuntimeError, EOFError) as err:  # URLError is an OSError
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataUnavailableError(
@@ -546,3 +545,154 @@ def eurosat_splits(train_per_class: int = 50, val_per_class: int = 10, test_per_
 
 
 __all__ += ["EUROSAT_CLASSES", "find_eurosat_images", "eurosat_splits"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching a data set that is not on disk (one helper for all three)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSource:
+    """One data set the course can download: what it is, where it lands under the data root, how big it is.
+
+    ``torchvision`` names the ``torchvision.datasets`` class that downloads it (Oxford-IIIT Pet, EuroSAT);
+    without it, ``url`` is a zip archive checked against ``sha256`` and unpacked into ``folder``.
+    """
+
+    title: str  #: what it is, for the announcement ("the Oxford-IIIT Pet photos")
+    folder: str  #: the folder it lands in, relative to the data root
+    size: str  #: how big the download is, in words ("about 800 MB")
+    url: str  #: where it comes from
+    torchvision: str | None = None  #: the ``torchvision.datasets`` class that downloads it, if any
+    sha256: str | None = None  #: the archive's SHA-256 (archives only)
+
+    def announcement(self, root: PathLike) -> str:
+        """The one sentence printed before a download: what, how big, from where, where to.
+
+        >>> ANTS_AND_BEES.announcement("/data")
+        'Downloading the ants / bees photos of the PyTorch transfer-learning tutorial (45 MB) from https://download.pytorch.org/tutorial/hymenoptera_data.zip into /data/hymenoptera_data, once: later runs read them from disk.'
+        """
+        return (f"Downloading {self.title} ({self.size}) from {self.url} into {Path(root) / self.folder}, once: "
+                "later runs read them from disk.")
+
+
+PETS = DataSource("the Oxford-IIIT Pet photos", "oxford-iiit-pet", "about 800 MB",
+                  "https://www.robots.ox.ac.uk/~vgg/data/pets/", torchvision="OxfordIIITPet")
+EUROSAT = DataSource("the EuroSAT RGB tiles", "eurosat", "about 90 MB", "https://github.com/phelber/EuroSAT",
+                     torchvision="EuroSAT")
+#: The PyTorch tutorial's published archive (47,286,322 bytes; ``hymenoptera_data/{train,val}/{ants,bees}/``).
+ANTS_AND_BEES = DataSource(
+    "the ants / bees photos of the PyTorch transfer-learning tutorial", "hymenoptera_data", "45 MB",
+    "https://download.pytorch.org/tutorial/hymenoptera_data.zip",
+    sha256="fbc41b31d544714d18dd1230b1e2b455e1557766e13e67f9f5a7a23af7c02209")
+
+
+def download_dataset(source: DataSource, root: PathLike | None = None, timeout: float = 60.0) -> Path:
+    """Download ``source`` into ``root`` (default :func:`data_root`) and return ``root / source.folder``.
+
+    Prints :meth:`DataSource.announcement` first. A ``torchvision`` source is fetched by that
+    ``torchvision.datasets`` class (``download=True``). An archive is streamed into a temporary folder inside
+    ``root`` while its SHA-256 is computed; a wrong checksum is refused before anything is unpacked, members
+    that would land outside the folder are refused, and the unpacked folder is moved into place in one rename,
+    so a failed or interrupted download leaves nothing behind. An existing ``root / source.folder`` is never
+    overwritten. Network errors propagate (``OSError``, ``http.client.HTTPException``); a refused archive is a
+    :class:`DataUnavailableError`.
+
+    >>> import hashlib, tempfile, zipfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> with zipfile.ZipFile(tmp / "photos.zip", "w") as zf:
+    ...     zf.writestr("photos/train/a/1.txt", "x")
+    >>> sha256 = hashlib.sha256((tmp / "photos.zip").read_bytes()).hexdigest()
+    >>> mine = DataSource("my photos", "photos", "1 kB", (tmp / "photos.zip").as_uri(), sha256=sha256)
+    >>> download_dataset(mine, tmp / "data")  # doctest: +ELLIPSIS
+    Downloading my photos (1 kB) from file:///.../photos.zip into .../data/photos, once: later runs read them from disk.
+    PosixPath('.../data/photos')
+    """
+    root = Path(root).expanduser() if root is not None else data_root()
+    target = root / source.folder
+    if not source.torchvision and target.exists():
+        raise DataUnavailableError(f"{target} already exists but is not {source.title}: move it away (nothing was "
+                                   "downloaded or changed).")
+    print(source.announcement(root), flush=True)
+    if source.torchvision:
+        # Looked up at call time, not imported at module level, so tests can replace it.
+        getattr(torchvision.datasets, source.torchvision)(str(root), download=True)
+        return target
+    if source.sha256 is None:
+        raise ValueError(f"DataSource {source.title!r} has neither torchvision nor sha256: an archive needs its "
+                         "SHA-256 so a damaged download can be refused.")
+    root.mkdir(parents=True, exist_ok=True)
+    import hashlib
+    import shutil
+    import tempfile
+    import urllib.request
+    import zipfile
+
+    work = Path(tempfile.mkdtemp(prefix=f".{source.folder}.download-", dir=root))
+    try:
+        archive = work / "archive.zip"
+        digest = hashlib.sha256()
+        received = 0
+        with urllib.request.urlopen(source.url, timeout=timeout) as response, archive.open("wb") as out:
+            expected = response.headers.get("Content-Length")
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+        if expected is not None and expected.isdigit() and received != int(expected):
+            raise DataUnavailableError(
+                f"The download of {source.url} stopped after {received:,} of {int(expected):,} bytes: nothing was "
+                f"unpacked into {root} (try again).")
+        if digest.hexdigest() != source.sha256.lower():
+            raise DataUnavailableError(
+                f"The download of {source.url} has SHA-256 {digest.hexdigest()}, not {source.sha256}: it was "
+                f"refused and nothing was unpacked into {root} (a cut connection or a proxy can damage a "
+                "download: try again).")
+        unpacked = work / "unpacked"
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                inside = (unpacked / name).resolve()
+                if not inside.is_relative_to(unpacked.resolve()):
+                    raise DataUnavailableError(f"{source.url} holds {name!r}, which would land outside {root}: "
+                                               "the archive was refused and nothing was unpacked.")
+            zf.extractall(unpacked)
+        if not (unpacked / source.folder).is_dir():
+            raise DataUnavailableError(f"{source.url} has no folder {source.folder}/ at its top: the archive was "
+                                       "refused and nothing was unpacked.")
+        (unpacked / source.folder).rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def find_ants_and_bees(root: PathLike | None = None, download: bool = True,
+                       source: DataSource = ANTS_AND_BEES) -> Path:
+    """The ants / bees folder (``{train,val}/{ants,bees}/*.jpg``) under ``root`` (default :func:`data_root`).
+
+    When ``root / "hymenoptera_data"`` has no ``train/`` and ``val/`` and ``download`` is true, it is fetched
+    once with :func:`download_dataset` from the PyTorch tutorial's archive (45 MB, checked against its SHA-256);
+    otherwise nothing is downloaded. Raises :class:`DataUnavailableError`, one sentence naming
+    ``TL_COURSE_DATA``, when the photos are missing and cannot be downloaded. ``source`` fetches another archive
+    in the same layout.
+
+    >>> find_ants_and_bees().name      # the offline copy: nothing is downloaded
+    'hymenoptera_data'
+    """
+    import http.client
+
+    root = Path(root).expanduser() if root is not None else data_root()
+    folder = root / source.folder
+    advice = f"set TL_COURSE_DATA to a folder holding {source.folder}/train/<class>/ and {source.folder}/val/<class>/"
+    if (folder / "train").is_dir() and (folder / "val").is_dir():
+        return folder
+    if not download:
+        raise DataUnavailableError(f"No {source.title} in {folder} (download=False); {advice}.")
+    try:
+        download_dataset(source, root)
+    except (OSError, http.client.HTTPException) as err:  # URLError is an OSError; a cut connection IncompleteRead
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataUnavailableError(
+            f"No {source.title} in {folder} and the download failed ({reason}); {advice}.") from None
+    return folder
+
+
+__all__ += ["DataSource", "PETS", "EUROSAT", "ANTS_AND_BEES", "download_dataset", "find_ants_and_bees"]

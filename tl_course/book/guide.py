@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 from typing import NamedTuple
 
 __all__ = ["Mistake", "chapter_title", "chapter_objectives", "catalogue_mistakes"]

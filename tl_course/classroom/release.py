@@ -16,8 +16,8 @@ import nbformat
 from . import notebooks
 from .gradebook import nbgrader_tools_on_path
 
-__all__ = ["ROOT", "assignments", "repository_url", "colab_url", "md", "code", "solution", "tests", "readonly",
-           "setup_cells", "write_notebook", "release"]
+__all__ = ["ROOT", "assignments", "repository_url", "release_version", "install_spec", "colab_url", "md", "code",
+           "solution", "tests", "readonly", "setup_cells", "sync_setup_cells", "write_notebook", "release"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,8 @@ def assignments(root: Path = ROOT) -> list[str]:
 def repository_url(root: Path = ROOT) -> str:
     """The course repository URL, from its one home: ``repository.url`` in ``_config.yml``.
 
-    >>> repository_url()
-    'https://github.com/tl-course/transfer-learning-course'
+    >>> repository_url().startswith("https://")
+    True
     """
     import yaml
 
@@ -43,11 +43,39 @@ def repository_url(root: Path = ROOT) -> str:
     return config["repository"]["url"].rstrip("/")
 
 
+def release_version(root: Path = ROOT) -> str:
+    """The course version a release pins: ``[project] version`` of ``pyproject.toml``.
+
+    >>> release_version()
+    '0.1.0'
+    """
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    version = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.M) if project else None
+    if not version:
+        raise ValueError(f"{root / 'pyproject.toml'} has no [project] version = \"...\": the release pins it.")
+    return version.group(1)
+
+
+def install_spec(root: Path = ROOT) -> str:
+    """What a student notebook's setup cell gives ``pip install`` in Colab: the course package from the
+    repository (``_config.yml``) at the tag ``v<version>`` of the release (:func:`release_version`).
+
+    Pinned to a tag, not a branch: a notebook released last term keeps installing the package it was written
+    for, whatever ``main`` holds now. Pinned to a tag, not a commit: the tag is known before the commit that
+    carries the release exists, so regenerating the notebooks gives the same bytes (the release is reproducible).
+
+    >>> install_spec() == f"tl_course @ git+{repository_url()}@v{release_version()}"
+    True
+    """
+    return f"tl_course @ git+{repository_url(root)}@v{release_version(root)}"
+
+
 def colab_url(assignment_id: str, root: Path = ROOT) -> str:
     """Colab link of a student notebook (Colab opens it straight from the repository).
 
-    >>> colab_url("ch01_pretrained_weights")
-    'https://colab.research.google.com/github/tl-course/transfer-learning-course/blob/main/notebooks/...'
+    >>> colab_url("ch01_pretrained_weights").endswith("/blob/main/notebooks/ch01_pretrained_weights/ch01_pretrained_weights.ipynb")
+    True
     """
     import yaml
 
@@ -100,14 +128,23 @@ def tests(grade_id: str, points: int, text: str) -> nbformat.NotebookNode:
 
 
 def setup_cells(assignment_id: str, root: Path = ROOT) -> list[nbformat.NotebookNode]:
-    """The first cells of every student notebook: Open-in-Colab badge, install-in-Colab setup, device check."""
+    """The first cells of every student notebook: Open-in-Colab badge, install-in-Colab setup, device check.
+
+    The badge opens the notebook on the repository's branch; the setup cell installs :func:`install_spec`
+    (the tagged release) and prints the profile the notebook runs, which is the one to grade it with.
+
+    >>> badge, setup = setup_cells("ch01_pretrained_weights")
+    >>> f'"{install_spec()}"' in setup.source and colab_url("ch01_pretrained_weights") in badge.source
+    True
+    """
     badge = md(f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(assignment_id, root)})",
                grade_id="colab_badge")
     setup = readonly("setup", f'''
-# Setup. In Colab this installs the course package (a minute); anywhere else it does nothing.
+# Setup. In Colab this installs the course package at the version this notebook was released with (a minute);
+# anywhere else it does nothing.
 import sys, subprocess
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+{repository_url(root)}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{install_spec(root)}"], check=True)
 
 import warnings
 warnings.filterwarnings("ignore")  # keep grading output clean: nbgrader scores a cell that writes to stderr 0
@@ -121,6 +158,37 @@ profile = get_profile()        # TL_COURSE_PROFILE = ci | cpu | gpu (default: gp
 print(f"tl_course {{tl_course.__version__}}, torch {{torch.__version__}}, device {{device}}, profile {{profile.name}}")
 ''')
     return [badge, setup]
+
+
+def sync_setup_cells(assignment_id: str, root: Path = ROOT) -> bool:
+    """Rewrite the badge and setup cells of ``solutions/<id>/<id>.ipynb`` from :func:`setup_cells`, so they follow
+    ``_config.yml`` and ``pyproject.toml``. Only those two cells (found by grade id) change; the file is written
+    only when they differ. Returns whether it was written. :func:`release` calls it first.
+
+    >>> import shutil, tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> for name in ("_config.yml", "pyproject.toml"):
+    ...     _ = shutil.copy(ROOT / name, tmp / name)
+    >>> _ = shutil.copytree(ROOT / "solutions" / "ch01_pretrained_weights", tmp / "solutions" / "ch01_pretrained_weights")
+    >>> sync_setup_cells("ch01_pretrained_weights", tmp)      # the committed cells are up to date
+    False
+    """
+    path = root / "solutions" / assignment_id / f"{assignment_id}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    fresh = {cell.metadata["nbgrader"]["grade_id"]: cell for cell in setup_cells(assignment_id, root)}
+    changed = False
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in fresh and cell.source != fresh[grade_id].source:
+            cell.source = fresh[grade_id].source
+            changed = True
+    missing = set(fresh) - {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in nb.cells}
+    if missing:
+        raise ValueError(f"{path} has no cell with grade id {', '.join(sorted(missing))}: every notebook starts "
+                         "with setup_cells() (the Colab badge, then the setup cell).")
+    if changed:
+        nbformat.write(nb, path)
+    return changed
 
 
 def write_notebook(path: str | Path, cells: list[nbformat.NotebookNode]) -> Path:
@@ -200,6 +268,7 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
     from traitlets.config import Config
 
     release_dir = Path(release_dir or root / "notebooks")
+    sync_setup_cells(assignment_id, root)  # the badge and the install follow _config.yml and the version
     # ``make notebooks`` calls .venv/bin/python directly: nbgrader's `alembic` must still be found
     nbgrader_tools_on_path()
     with tempfile.TemporaryDirectory() as tmp:
