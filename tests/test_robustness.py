@@ -490,11 +490,11 @@ def test_bench_refuses_zero_sizes(argv, capsys):
 def test_a_bad_profile_does_not_break_help(monkeypatch, capsys):
     from tl_course import __main__ as cli
     from tl_course.book import bench
-    from tl_course.classroom import release as course
+    from tl_course.classroom import __main__ as classroom
 
     monkeypatch.setenv("TL_COURSE_PROFILE", "laptop")
     for main, argv in ((bench.main, ["--help"]), (cli.main, ["--help"]), (cli.main, ["demo", "--help"]),
-                       (course.main, ["--help"])):
+                       (classroom.main, ["release", "--help"]), (classroom.main, ["grade", "--help"])):
         with pytest.raises(SystemExit) as err:
             main(argv)
         assert err.value.code == 0
