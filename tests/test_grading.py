@@ -397,6 +397,44 @@ def test_spy_dataset_knows_what_was_trained_on_whatever_the_mode():
     assert train.reads(training=True) == []
 
 
+def _train_head_with_fit(model, train, val, keep_best=True):
+    from tl_course import fit, get_head
+
+    head = get_head(model)
+    for p in model.parameters():
+        p.requires_grad = any(p is q for q in head.parameters())
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    if keep_best:
+        return fit(model, train, val, epochs=3, optimizer=optimizer, progress=False)
+    for _ in range(3):  # validates every epoch, keeps the last
+        fit(model, train, val, epochs=1, optimizer=optimizer, progress=False)
+
+
+def test_first_pass_best_shows_a_loop_that_keeps_the_last_epoch():
+    """The selection check by construction: the best validation pass is the first, so the weights kept must
+    predict what the first pass predicted."""
+    for keep_best in (True, False):
+        model = grading.toy_model(4, seed=1)
+        train = grading.SpyDataset(grading.toy_data(60, 4, seed=1), model)
+        val = grading.SpyDataset(grading.FirstPassBest(grading.toy_data(30, 4, seed=51), 4), model)
+        _train_head_with_fit(model, train, val, keep_best)
+        passes = val.passes()
+        assert len(passes) == 3 and passes[0] > max(passes[1:])
+        model.eval()
+        with torch.no_grad():
+            kept = model(grading.toy_data(30, 4, seed=51).tensors[0]).argmax(1).tolist()
+        assert (kept == [val.pass_predictions()[0][i] for i in range(30)]) == keep_best
+        assert train.trained() == set(range(60)) and val.trained() == set()
+        assert val.forwards_with_gradients() == 0 and val.forwards_in_train_mode() == 0
+
+
+def test_toy_data_label_sets_with_gaps():
+    x, y = grading.toy_data(10, 3, labels=(1, 4, 9)).tensors
+    assert set(y.tolist()) == {1, 4, 9} and x.shape == (10, 3, 4, 4)
+    with pytest.raises(ValueError, match="num_classes"):
+        grading.toy_data(10, 3, labels=(1, 4))
+
+
 def test_fail_writes_one_sentence():
     with pytest.raises(AssertionError, match=r"^The test photos were read while training: train only on train_data\.$"):
         grading.fail("The test photos were read while training.", "train only on train_data")

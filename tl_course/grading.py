@@ -48,7 +48,8 @@ from .checks import changed, snapshot  # grading.snapshot / changed: hidden test
 __all__ = ["held_out_samples", "held_out_dataset", "split_sizes", "reachable_per_class", "Trace", "trace",
            "traced", "code_of", "FORBIDDEN_HEAD", "FORBIDDEN_FREEZE", "SEEDING", "bn_modes", "bn_in_train_mode",
            "snapshot", "changed", "moved", "fail", "check", "SpyDataset", "rng_states", "CallerState",
-           "shares_state", "devices_of", "device_probe", "grad_modes", "head_with_dropout_and_bn"]
+           "shares_state", "devices_of", "device_probe", "grad_modes", "head_with_dropout_and_bn", "FirstPassBest", "toy_model",
+           "toy_data"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +62,7 @@ def split_sizes(profile=None) -> int:
     ``tl_course.book.experiments.domain_setup("pets")`` builds and whose cached features a notebook may reuse),
     whichever is larger.
 
+    >>> from tl_course.profiles import get_profile
     >>> split_sizes(get_profile("ci"))
     184
     """
@@ -406,10 +408,21 @@ class SpyDataset(torch.utils.data.Dataset):
             except Exception:  # noqa: BLE001 - any model without a linear layer: its output is the logits
                 head = model
         self._handle = head.register_forward_hook(self._on_forward)
+        #: one entry per forward of the head on a batch of this dataset: (indices, gradients on?, model in
+        #: train mode?, predicted classes or None, labels as read)
+        self.forwards: list[tuple[list[int], bool, bool, list[int] | None, list]] = []
 
     def _on_forward(self, module, inputs, output) -> None:
-        batch, self._pending = self._pending, []
-        if batch and isinstance(output, torch.Tensor) and output.requires_grad:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        batch = [i for i, _ in pending]
+        preds = None
+        if isinstance(output, torch.Tensor) and output.dim() == 2 and output.device.type != "meta":
+            preds = output.detach().argmax(1).cpu().tolist()
+        self.forwards.append((batch, torch.is_grad_enabled(), bool(self.model.training), preds,
+                              [y for _, y in pending]))
+        if isinstance(output, torch.Tensor) and output.requires_grad:
             output.register_hook(lambda grad: self._trained.update(batch))
 
     def __len__(self) -> int:
@@ -417,8 +430,50 @@ class SpyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         self.log.append((int(index), bool(self.model.training)))
-        self._pending.append(int(index))
-        return self.dataset[index]
+        item = self.dataset[index]
+        try:
+            label = int(item[1])
+        except (TypeError, ValueError, IndexError):
+            label = None
+        self._pending.append((int(index), label))
+        return item
+
+    def passes(self) -> list[float]:
+        """Accuracy of every complete evaluation pass (forwards without gradients, in order, covering the
+        whole dataset) against this dataset's labels: what a loop validating on it saw, epoch by epoch."""
+        out, correct, seen = [], 0, 0
+        for batch, grad, _, preds, labels in self.forwards:
+            if grad or preds is None or len(preds) != len(batch):
+                continue
+            correct += sum(p == y for p, y in zip(preds, labels))
+            seen += len(batch)
+            if seen >= len(self.dataset):
+                out.append(correct / seen)
+                correct, seen = 0, 0
+        return out
+
+    def forwards_with_gradients(self, trained: bool | None = None) -> int:
+        """How many forwards on this dataset's batches ran with gradients on (``trained=False``: only those
+        never back-propagated, e.g. a validation pass without ``torch.no_grad()``)."""
+        return sum(1 for batch, grad, _, _, _ in self.forwards
+                   if grad and (trained is None or bool(set(batch) & self._trained) == trained))
+
+    def forwards_in_train_mode(self) -> int:
+        """How many forwards on this dataset's batches ran with the model in train mode."""
+        return sum(1 for _, _, training, _, _ in self.forwards if training)
+
+    def pass_predictions(self) -> list[dict[int, int]]:
+        """``{index: predicted class}`` of every complete evaluation pass (see :meth:`passes`)."""
+        out, current = [], {}
+        for batch, grad, _, preds, _ in self.forwards:
+            if grad or preds is None or len(preds) != len(batch):
+                continue
+            current.update(zip(batch, preds))
+            if len(current) >= len(self.dataset):
+                out.append(current)
+                current = {}
+        return out
+
 
     def reads(self, training: bool | None = None) -> list[int]:
         """Indices read (in train mode only, in eval mode only, or all)."""
@@ -431,6 +486,63 @@ class SpyDataset(torch.utils.data.Dataset):
     def close(self) -> None:
         """Remove the forward hook from the head."""
         self._handle.remove()
+
+
+class FirstPassBest(torch.utils.data.Dataset):
+    """A validation set whose best epoch is *not* the last, by construction: ``(x, y)`` items of ``dataset``
+    with their true label ``y`` during the first complete pass, ``(y + 1) % num_classes`` afterwards. A model
+    that learns the task scores best on the first validation pass, so a loop that keeps the last epoch, or
+    records the accuracy of one epoch and keeps another's weights, shows (wrap it in :class:`SpyDataset`).
+
+    >>> data = FirstPassBest([(torch.zeros(1), 2), (torch.zeros(1), 0)], num_classes=3)
+    >>> [data[i][1] for i in (0, 1, 0, 1)]
+    [2, 0, 0, 1]
+    """
+
+    def __init__(self, dataset, num_classes: int):
+        self.dataset, self.num_classes, self.read = dataset, num_classes, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, y = self.dataset[index]
+        first = self.read < len(self.dataset)
+        self.read += 1
+        return x, int(y) if first else (int(y) + 1) % self.num_classes
+
+
+def toy_model(num_classes: int, seed: int = 0) -> nn.Sequential:
+    """A tiny image classifier for contract checks (milliseconds per epoch on a CPU): 3x4x4 images ->
+    Flatten, Linear(48, 16), BatchNorm1d, ReLU, Dropout(0.5), Linear(16, ``num_classes``), the head
+    (``get_head`` finds it). The BatchNorm and Dropout make every train / eval mode mistake show.
+
+    >>> toy_model(5)(torch.zeros(2, 3, 4, 4)).shape
+    torch.Size([2, 5])
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+                             nn.Linear(16, num_classes))
+
+
+def toy_data(n: int, num_classes: int, seed: int = 0, labels: Iterable[int] | None = None):
+    """``n`` 3x4x4 images, class ``k`` a fixed random pattern plus noise (a :func:`toy_model` learns it in one
+    epoch), as a ``TensorDataset``; ``labels`` renames the classes ``0..num_classes-1`` (a label set with
+    gaps, e.g. ``(0, 2, 5)``). The patterns depend only on ``num_classes``: train and validation sets built with
+    other seeds are the same task.
+
+    >>> x, y = toy_data(6, 3, labels=(0, 2, 5)).tensors
+    >>> x.shape, y.tolist()
+    (torch.Size([6, 3, 4, 4]), [0, 2, 5, 0, 2, 5])
+    """
+    names = torch.tensor(list(labels) if labels is not None else range(num_classes))
+    if len(names) != num_classes:
+        raise ValueError(f"labels names {len(names)} classes, num_classes is {num_classes}.")
+    patterns = torch.randn(num_classes, 3, 4, 4, generator=torch.Generator().manual_seed(100 + num_classes))
+    y = torch.arange(n) % num_classes
+    x = 2 * patterns[y] + 0.5 * torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.TensorDataset(x, names[y])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,7 +585,7 @@ class CallerState:
     >>> state = CallerState.of(net)
     >>> _ = net.eval()
     >>> state.changes()
-    ["the training flag of '' and 1 more module (train -> eval)"]
+    ['the training flag of the model and 2 more modules (train -> eval)']
     """
 
     modules: tuple[nn.Module, ...]
@@ -504,7 +616,7 @@ class CallerState:
                 first = flipped[0]
                 more = f" and {len(flipped) - 1} more module{'s' * (len(flipped) > 2)}" if len(flipped) > 1 else ""
                 arrow = "train -> eval" if self.flags[i][first] else "eval -> train"
-                out.append(f"the training flag of {first!r}{more} ({arrow})")
+                out.append(f"the training flag of {repr(first) if first else what}{more} ({arrow})")
             over = {n: o for n, o in _overrides(m).items() if o != self.overrides[i].get(n, ())}
             if over:
                 name, attrs = next(iter(over.items()))
@@ -595,8 +707,8 @@ def _tensors(obj) -> list[torch.Tensor]:
 def devices_of(obj) -> set[str]:
     """Device types of every tensor in ``obj`` (tensors, lists, tuples, dicts, a ``FeatureSet``).
 
-    >>> devices_of((torch.zeros(1), [torch.ones(2, device="meta")]))
-    {'cpu', 'meta'}
+    >>> sorted(devices_of((torch.zeros(1), [torch.ones(2, device="meta")])))
+    ['cpu', 'meta']
     """
     return {t.device.type for t in _tensors(obj)}
 
