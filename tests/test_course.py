@@ -79,8 +79,10 @@ def load_mistakes(assignment_id: str) -> SimpleNamespace | None:
     spec = importlib.util.spec_from_file_location(f"_course_mistakes_{assignment_id}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    alternative = getattr(module, "ALTERNATIVE", {})
     return SimpleNamespace(MISTAKES=module.MISTAKES, MUST_FAIL=module.MUST_FAIL,
-                           KIND=getattr(module, "KIND", {}), ALTERNATIVE=getattr(module, "ALTERNATIVE", {}))
+                           KIND=getattr(module, "KIND", {}), ALTERNATIVE=alternative,
+                           ALTERNATIVES=getattr(module, "ALTERNATIVES", None) or ([alternative] if alternative else []))
 
 
 def student_id(mistakes: str | tuple[str, ...]) -> str:
@@ -403,8 +405,8 @@ def class_roles(assignment_id: str, source: Path) -> dict[str, dict[str, str]]:
     loaded = load_mistakes(assignment_id)
     mistakes = loaded.MISTAKES if loaded else {}
     roles: dict[str, dict[str, str] | None] = {"reference": {}, "blank": None}
-    if loaded and loaded.ALTERNATIVE:
-        roles["alternative"] = dict(loaded.ALTERNATIVE)
+    for i, alternative in enumerate(loaded.ALTERNATIVES if loaded else []):  # ALTERNATIVES[0] is ALTERNATIVE
+        roles["alternative" if i == 0 else f"alternative-{i + 1}"] = dict(alternative)
     groups = (group_mistakes(mistakes, loaded.MUST_FAIL, notebook_layout(source)) if group_enabled()
               else [(name,) for name in mistakes]) if mistakes else []
     for group in groups:
@@ -717,12 +719,13 @@ def test_alternative_answer_scores_full_marks(graded):
     if "alternative" not in graded.results:
         pytest.skip(f"no ALTERNATIVE in tl_course/classroom/mistakes/{graded.course.assignment_id}.py "
                     "(test_assignment_has_known_mistakes fails)")
-    result = graded.results["alternative"]
-    assert result["success"], f"autograde of the alternative answer failed:\n{result.get('error')}"
-    lost = {k: v for k, v in graded.cells["alternative"].items() if v[0] < v[1]}
-    assert not lost and graded.score["alternative"] == graded.max_score["alternative"], (
-        f"A correct answer in another style scores {graded.score['alternative']:g}/{graded.max_score['alternative']:g}; "
-        f"cells losing points: {lost}")
+    for role in [r for r in graded.results if r == "alternative" or r.startswith("alternative-")]:
+        result = graded.results[role]
+        assert result["success"], f"autograde of the {role} answer failed:\n{result.get('error')}"
+        lost = {k: v for k, v in graded.cells[role].items() if v[0] < v[1]}
+        assert not lost and graded.score[role] == graded.max_score[role], (
+            f"A correct answer in another style ({role}) scores {graded.score[role]:g}/{graded.max_score[role]:g}; "
+            f"cells losing points: {lost}")
 
 
 @by_assignment()

@@ -285,11 +285,16 @@ def test_device_probe_sees_inputs_left_on_the_cpu():
         model.to(device)
         return model(x.to(device))
 
-    for fn, seen in ((forgets, ["cpu"]), (moves, ["meta"])):
+    def model_stays(model, x, device):
+        return model(x.to(device))
+
+    for fn, inputs, weights in ((forgets, ["cpu"], ["meta"]), (moves, ["meta"], ["meta"]),
+                                (model_stays, ["meta"], ["cpu"])):
         net = nn.Linear(2, 2)
-        with grading.device_probe(net) as found:
+        with grading.device_probe(net) as probe:
             fn(net, torch.zeros(1, 2), torch.device("meta"))
-        assert found == seen
+            raise AssertionError("never reached: the probe stops the function at the first forward")
+        assert probe.reached and probe.inputs == inputs and probe.weights == weights
 
 
 def test_grad_modes_records_each_forward():
@@ -318,6 +323,24 @@ def test_changed_is_one_function():
     before = grading.snapshot(bn)
     bn.num_batches_tracked += 1
     assert grading.changed(before, bn) == [] and grading.changed(before, bn, ignore=()) == ["num_batches_tracked"]
+
+
+def test_code_of_unwraps_decorators():
+    """torch.manual_seed is wrapped by a decorator whose wrapper code many torch functions share: watching it
+    must not record calls of the others."""
+    import functools
+
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            return f(*args, **kwargs)
+        return wrapper
+
+    one, other = deco(_library), deco(lambda x: x)
+    _, t = grading.traced(other, 1, watch={"one": one})
+    assert not t.called("one")
+    _, t = grading.traced(one, 1, watch={"one": one})
+    assert t.called("one")
 
 
 def test_code_of_rejects_what_has_no_python_code():
@@ -441,3 +464,22 @@ def test_fail_writes_one_sentence():
     grading.check(True, "never shown")
     with pytest.raises(AssertionError, match=r"^Wrong\.$"):
         grading.check(False, "Wrong")
+
+
+def test_caller_state_ignores_what_the_function_may_change():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 3)).eval()
+    state = grading.CallerState.of(net)
+    net[1] = nn.Linear(2, 5)  # a new head, in train mode
+    net[1].weight.requires_grad = False
+    assert state.changes(rng=(), ignore=["1"]) == []
+    net[0].train()
+    assert state.changes(rng=(), ignore=["1"]) == ["the training flag of '0' (eval -> train)"]
+
+
+def test_spy_dataset_sees_training_through_the_model_when_the_head_was_replaced():
+    model = nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 2))
+    spy = grading.SpyDataset([(torch.randn(2), i % 2) for i in range(4)], model)
+    model[1] = nn.Linear(4, 2)  # the student's code swapped the head: the hook on the old one never fires
+    for x, y in torch.utils.data.DataLoader(spy, batch_size=2):
+        nn.functional.cross_entropy(model(x), y).backward()
+    assert spy.trained() == {0, 1, 2, 3}

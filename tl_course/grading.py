@@ -124,7 +124,8 @@ def held_out_dataset(preprocess: Callable, per_class: int = 10, seed: int = 0, p
 # Which functions ran
 # ---------------------------------------------------------------------------------------------
 def code_of(fn: Any):
-    """The code object behind a function, bound or unbound method, ``functools.wraps`` wrapper or callable.
+    """The code object behind a function, bound or unbound method, ``functools.wraps`` wrapper (the wrapped
+    function's: a decorator's wrapper code is shared by every function it decorates) or callable.
 
     >>> code_of(tl_course.freeze) is tl_course.freezing.freeze.__code__
     True
@@ -132,12 +133,12 @@ def code_of(fn: Any):
     seen = 0
     while seen < 10:
         seen += 1
-        if hasattr(fn, "__code__"):
-            return fn.__code__
-        if hasattr(fn, "__func__"):
-            fn = fn.__func__
-        elif hasattr(fn, "__wrapped__"):
+        if hasattr(fn, "__wrapped__"):  # a decorator's generic wrapper code is shared by every function it wraps
             fn = fn.__wrapped__
+        elif hasattr(fn, "__code__"):
+            return fn.__code__
+        elif hasattr(fn, "__func__"):
+            fn = fn.__func__
         elif callable(fn) and hasattr(type(fn), "__call__") and hasattr(type(fn).__call__, "__code__"):
             fn = type(fn).__call__
         else:
@@ -378,7 +379,7 @@ def traced(fn: Callable, *args, watch: Mapping[str, Any] | None = None,
 class SpyDataset(torch.utils.data.Dataset):
     """A dataset that records every item read, whether ``model`` was in train mode at that moment, and which
     items were *trained on*: read into a batch whose logits (the output of ``head``, by default
-    ``tl_course.get_head(model)``, else ``model``) received a gradient.
+    ``tl_course.get_head(model)``, or of ``model`` itself when the head did not run) received a gradient.
 
     Hand the spies to the student's training function instead of the plain datasets: validation photos
     trained on (``ConcatDataset([train, val])``) or training photos never trained on show, whatever mode the
@@ -407,7 +408,8 @@ class SpyDataset(torch.utils.data.Dataset):
                 head = get_head(model)
             except Exception:  # noqa: BLE001 - any model without a linear layer: its output is the logits
                 head = model
-        self._handle = head.register_forward_hook(self._on_forward)
+        # the head's output, or the model's when a student's code replaced the head or never calls it alone
+        self._handles = [m.register_forward_hook(self._on_forward) for m in dict.fromkeys([head, model])]
         #: one entry per forward of the head on a batch of this dataset: (indices, gradients on?, model in
         #: train mode?, predicted classes or None, labels as read)
         self.forwards: list[tuple[list[int], bool, bool, list[int] | None, list]] = []
@@ -484,8 +486,9 @@ class SpyDataset(torch.utils.data.Dataset):
         return set(self._trained)
 
     def close(self) -> None:
-        """Remove the forward hook from the head."""
-        self._handle.remove()
+        """Remove the forward hooks from the head and the model."""
+        for handle in self._handles:
+            handle.remove()
 
 
 class FirstPassBest(torch.utils.data.Dataset):
@@ -603,32 +606,40 @@ class CallerState:
                                                  for m in modules],
                    [snapshot(m) for m in modules], rng_states())
 
-    def changes(self, rng: Iterable[str] = ("torch", "random", "numpy"), tensors: bool = True) -> list[str]:
+    def changes(self, rng: Iterable[str] = ("torch", "random", "numpy"), tensors: bool = True,
+                ignore: Iterable[str] = ()) -> list[str]:
         """What changed since :meth:`of`, one phrase each (``[]``: nothing). ``rng`` names the generators to
         compare (leave ``"torch"`` out for a function allowed to *draw* from it, e.g. a hand-written training
-        loop that shuffles; :data:`SEEDING` traces re-seeding instead); ``tensors=False`` skips the weights."""
+        loop that shuffles; :data:`SEEDING` traces re-seeding instead); ``tensors=False`` skips the weights;
+        ``ignore`` names modules (with everything under them) the function may change, e.g. a replaced head."""
+        skip = tuple(ignore)
+
+        def kept(name: str) -> bool:
+            return not any(name == n or name.startswith(n + ".") for n in skip)
+
         out = []
         for i, m in enumerate(self.modules):
             what = "the model" if len(self.modules) == 1 else f"module {i}"
             now = _flags(m)
-            flipped = [n for n, t in self.flags[i].items() if now.get(n, t) != t]
+            flipped = [n for n, t in self.flags[i].items() if now.get(n, t) != t and kept(n)]
             if flipped:
                 first = flipped[0]
                 more = f" and {len(flipped) - 1} more module{'s' * (len(flipped) > 2)}" if len(flipped) > 1 else ""
                 arrow = "train -> eval" if self.flags[i][first] else "eval -> train"
                 out.append(f"the training flag of {repr(first) if first else what}{more} ({arrow})")
-            over = {n: o for n, o in _overrides(m).items() if o != self.overrides[i].get(n, ())}
+            over = {n: o for n, o in _overrides(m).items() if o != self.overrides[i].get(n, ()) and kept(n)}
             if over:
                 name, attrs = next(iter(over.items()))
                 out.append(f"{what}'s module {name!r} got its own {attrs[0]}() (an instance override)")
-            hooks = {n: c for n, c in _hooks(m).items() if c != self.hooks[i].get(n, 0)}
+            hooks = {n: c for n, c in _hooks(m).items() if c != self.hooks[i].get(n, 0) and kept(n)}
             if hooks:
                 out.append(f"hooks were added to or removed from {what} (first: {next(iter(hooks))!r})")
-            grads = [n for n, p in m.named_parameters() if self.requires_grad[i].get(n, p.requires_grad) != p.requires_grad]
+            grads = [n for n, p in m.named_parameters()
+                     if self.requires_grad[i].get(n, p.requires_grad) != p.requires_grad and kept(n)]
             if grads:
                 out.append(f"requires_grad of {len(grads)} parameter{'s' * (len(grads) > 1)} of {what} (first: {grads[0]})")
             if tensors:
-                moved_ = changed(self.tensors[i], m)
+                moved_ = [k for k in changed(self.tensors[i], m) if kept(k)]
                 if moved_:
                     out.append(f"{len(moved_)} weight or buffer tensor{'s' * (len(moved_) > 1)} of {what} "
                                f"(first: {moved_[0]})")
@@ -714,28 +725,33 @@ def devices_of(obj) -> set[str]:
 
 
 class device_probe:
-    """Context manager: moves nothing, records the device type of the tensors reaching ``model``'s first
-    forward, then stops the student's function there (on a CPU grader, hand the function
-    ``device=torch.device("meta")``: inputs it forgets to move arrive on ``cpu``).
+    """Context manager: moves nothing, records the device types of the tensors reaching ``model``'s first
+    forward (:attr:`inputs`) and of the model's own parameters at that moment (:attr:`weights`), then stops
+    the student's function there. On a CPU grader hand the function ``device=torch.device("meta")``: inputs
+    it forgets to move arrive on ``cpu``, a model it forgets to move stays there.
 
     >>> net = nn.Linear(2, 2)
     >>> with device_probe(net) as seen:
     ...     net.to("meta")(torch.zeros(1, 2))
-    >>> seen
-    ['cpu']
+    >>> seen.inputs, seen.weights, seen.reached
+    (['cpu'], ['meta'], True)
     """
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.seen: list[str] = []
+        self.inputs: list[str] = []
+        self.weights: list[str] = []
+        self.reached = False
 
     def _hook(self, module, inputs):
-        self.seen += sorted(devices_of(inputs))
+        self.reached = True
+        self.inputs = sorted(devices_of(inputs))
+        self.weights = sorted({p.device.type for p in module.parameters()})
         raise _Probed
 
-    def __enter__(self) -> list[str]:
+    def __enter__(self) -> "device_probe":
         self._handle = self.model.register_forward_pre_hook(self._hook)
-        return self.seen
+        return self
 
     def __exit__(self, kind, value, tb) -> bool:
         self._handle.remove()
