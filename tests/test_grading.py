@@ -483,3 +483,12 @@ def test_spy_dataset_sees_training_through_the_model_when_the_head_was_replaced(
     for x, y in torch.utils.data.DataLoader(spy, batch_size=2):
         nn.functional.cross_entropy(model(x), y).backward()
     assert spy.trained() == {0, 1, 2, 3}
+
+
+def test_attempt_turns_a_student_error_into_one_sentence():
+    def student(x):
+        return [1, 2][x]
+
+    assert grading.attempt(student, 1, on="a list of two") == 2
+    with pytest.raises(AssertionError, match=r"^student failed on index 5 \(IndexError: list index out of range\): find it by place\.$"):
+        grading.attempt(student, 5, on="index 5", hint="find it by place")

@@ -47,7 +47,7 @@ from .checks import changed, snapshot  # grading.snapshot / changed: hidden test
 
 __all__ = ["held_out_samples", "held_out_dataset", "split_sizes", "reachable_per_class", "Trace", "trace",
            "traced", "code_of", "FORBIDDEN_HEAD", "FORBIDDEN_FREEZE", "SEEDING", "bn_modes", "bn_in_train_mode",
-           "snapshot", "changed", "moved", "fail", "check", "SpyDataset", "rng_states", "CallerState",
+           "snapshot", "changed", "moved", "fail", "attempt", "check", "SpyDataset", "rng_states", "CallerState",
            "shares_state", "devices_of", "device_probe", "grad_modes", "head_with_dropout_and_bn", "FirstPassBest", "toy_model",
            "toy_data"]
 
@@ -845,6 +845,22 @@ def fail(what: str, where: str = "") -> None:
     if where:
         sentence += f": {where.rstrip('. ')}"
     raise AssertionError(sentence + ".")
+
+
+def attempt(fn: Callable, *args, on: str, hint: str = "", **kwargs) -> Any:
+    """``fn(*args, **kwargs)``; an exception from the student's code becomes the one-sentence failure
+    "``fn`` failed on ``on`` (the error's first line)": the contract's input is named, not a traceback.
+
+    >>> attempt(int, "x", on="a letter", hint="give it digits")
+    Traceback (most recent call last):
+    AssertionError: int failed on a letter (ValueError: invalid literal for int() with base 10: 'x'): give it digits.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any error of the student's code is reported, not raised
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        name = getattr(fn, "__name__", "the function")
+        fail(f"{name} failed on {on} ({type(err).__name__}: {first})".replace(": )", ")"), hint)
 
 
 def check(condition: Any, what: str, where: str = "") -> None:
