@@ -223,8 +223,8 @@ def class_roles(assignment_id: str, source: Path) -> dict[str, dict[str, str]]:
     loaded = load_catalogue(assignment_id)
     mistakes = loaded.mistakes if loaded else {}
     roles: dict[str, dict[str, str] | None] = {"reference": {}, "blank": None}
-    if loaded and loaded.alternative:
-        roles["alternative"] = dict(loaded.alternative)
+    for i, alternative in enumerate(loaded.alternatives if loaded else []):  # alternatives[0] is ALTERNATIVE
+        roles["alternative" if i == 0 else f"alternative-{i + 1}"] = dict(alternative)
     groups = (group_mistakes(mistakes, loaded.must_fail, code_layout(source)) if group_enabled()
               else [(name,) for name in mistakes]) if mistakes else []
     for group in groups:
@@ -531,12 +531,13 @@ def test_alternative_answer_scores_full_marks(graded):
     if "alternative" not in graded.results:
         pytest.skip(f"no ALTERNATIVE in tl_course/classroom/mistakes/{graded.course.assignment_id}.py "
                     "(test_assignment_has_known_mistakes fails)")
-    result = graded.results["alternative"]
-    assert result["success"], f"autograde of the alternative answer failed:\n{result.get('error')}"
-    lost = {k: v for k, v in graded.cells["alternative"].items() if v[0] < v[1]}
-    assert not lost and graded.score["alternative"] == graded.max_score["alternative"], (
-        f"A correct answer in another style scores {graded.score['alternative']:g}/{graded.max_score['alternative']:g}; "
-        f"cells losing points: {lost}")
+    for role in [r for r in graded.results if r == "alternative" or r.startswith("alternative-")]:
+        result = graded.results[role]
+        assert result["success"], f"autograde of the {role} answer failed:\n{result.get('error')}"
+        lost = {k: v for k, v in graded.cells[role].items() if v[0] < v[1]}
+        assert not lost and graded.score[role] == graded.max_score[role], (
+            f"A correct answer in another style ({role}) scores {graded.score[role]:g}/{graded.max_score[role]:g}; "
+            f"cells losing points: {lost}")
 
 
 @by_assignment()

@@ -4,6 +4,8 @@ The autograder tests and the chapters call these; each raises ``AssertionError``
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
@@ -21,17 +23,23 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def changed(before: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
-    """Names of the tensors that are not bit-identical to ``before``.
+def changed(before: dict[str, torch.Tensor], model: nn.Module, ignore: Iterable[str] = ("num_batches_tracked",)
+            ) -> list[str]:
+    """Names of the tensors of ``model`` that are no longer bit-identical to ``before`` (a :func:`snapshot`),
+    skipping names ending in ``ignore`` (by default BatchNorm's step counter, which counts forward passes in
+    train mode and is no weight; ``ignore=()`` compares everything).
 
-    >>> model = torch.nn.Linear(4, 2)
-    >>> before = snapshot(model)
-    >>> model.bias.data += 1
-    >>> changed(before, model)
+    >>> net = nn.Linear(2, 2)
+    >>> before = snapshot(net)
+    >>> with torch.no_grad():
+    ...     _ = net.bias.add_(1)
+    >>> changed(before, net)
     ['bias']
     """
     now = model.state_dict()
-    return [k for k, v in before.items() if k in now and not torch.equal(v, now[k].detach().cpu())]
+    ignore = tuple(ignore)
+    return [k for k, v in before.items()
+            if k in now and not (ignore and k.endswith(ignore)) and not torch.equal(v, now[k].detach().to("cpu"))]
 
 
 def bn_running_stats(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -9,8 +9,14 @@ trusted. The pieces:
   contains (the *end* of each class's seeded pool; :func:`tl_course.data.cat_detector_splits` takes
   test, val, train from the *start*);
 - :class:`trace` / :func:`traced`: which functions (code objects: ``tl_course.freeze``, timm's
-  ``reset_classifier``, ``tl_course.fit``, ...) ran while a student function ran, with the arguments
-  each call received, and which image files were decoded (:meth:`Trace.files_read`);
+  ``reset_classifier``, ``tl_course.fit``, the re-seeding functions of :data:`SEEDING`, ...) or which
+  objects (an ``nn.Module``, a ``Compose``) ran while a student function ran, with the arguments each call
+  received, and which image files were decoded, DataLoader worker processes included (:meth:`Trace.files_read`);
+- :class:`SpyDataset`: which items were read, and which were *trained on* (their logits back-propagated);
+- the contract of what a function leaves unchanged: :class:`CallerState` (training flags, instance
+  overrides, hooks, ``requires_grad``, weights and buffers, the global random generators), :func:`shares_state`;
+- devices and gradients at the model's forward: :class:`device_probe` (meta device on a CPU grader),
+  :func:`devices_of`, :class:`grad_modes`; inputs the notebook never shows: :func:`head_with_dropout_and_bn`;
 - :func:`bn_modes`, :func:`bn_in_train_mode`, :func:`snapshot`, :func:`changed`, :func:`moved`: BatchNorm
   modes and weights unchanged / moved;
 - :func:`fail`: raise the one-sentence ``AssertionError`` the feedback shows.
@@ -26,8 +32,10 @@ uses the function under test as its own oracle.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -35,27 +43,35 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .checks import snapshot  # grading.snapshot: hidden test cells import it from here
+from .checks import changed, snapshot  # grading.snapshot / changed: hidden test cells import them from here
 
 __all__ = ["held_out_samples", "held_out_dataset", "split_sizes", "reachable_per_class", "Trace", "trace",
-           "traced", "code_of", "FORBIDDEN_HEAD", "FORBIDDEN_FREEZE", "bn_modes", "bn_in_train_mode",
-           "snapshot", "changed", "moved", "fail", "check", "SpyDataset"]
+           "traced", "code_of", "FORBIDDEN_HEAD", "FORBIDDEN_FREEZE", "SEEDING", "bn_modes", "bn_in_train_mode",
+           "snapshot", "changed", "moved", "fail", "attempt", "check", "SpyDataset", "rng_states", "CallerState",
+           "shares_state", "devices_of", "device_probe", "grad_modes", "head_with_dropout_and_bn", "FirstPassBest", "toy_model",
+           "toy_data"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Held-out photos
 # ---------------------------------------------------------------------------------------------
 def split_sizes(profile=None) -> int:
-    """Photos per class the largest split set the notebook can build at ``profile`` takes from each pool:
-    test + val + train.
+    """Photos per class the largest cat-detector split set at ``profile`` takes from each class's pool: the
+    notebooks' (test + val + twice ``train_per_class``: ch06 trains on up to twice the profile's training set)
+    or the book's pets sweep (``pets_test_per_class + pets_val_per_class + max(pets_sizes)``, the splits
+    ``tl_course.book.experiments.domain_setup("pets")`` builds and whose cached features a notebook may reuse),
+    whichever is larger.
 
+    >>> from tl_course.profiles import get_profile
     >>> split_sizes(get_profile("ci"))
-    60
+    184
     """
     from .profiles import get_profile
 
     p = profile or get_profile()
-    return p.test_per_class + p.val_per_class + p.train_per_class
+    notebooks = p.test_per_class + p.val_per_class + 2 * p.train_per_class
+    book = p.pets_test_per_class + p.pets_val_per_class + max(p.pets_sizes)
+    return max(notebooks, book)
 
 
 def reachable_per_class(profile=None) -> int:
@@ -108,7 +124,8 @@ def held_out_dataset(preprocess: Callable, per_class: int = 10, seed: int = 0, p
 # Which functions ran
 # ---------------------------------------------------------------------------------------------
 def code_of(fn: Any):
-    """The code object behind a function, bound or unbound method, ``functools.wraps`` wrapper or callable.
+    """The code object behind a function, bound or unbound method, ``functools.wraps`` wrapper (the wrapped
+    function's: a decorator's wrapper code is shared by every function it decorates) or callable.
 
     >>> code_of(tl_course.freeze) is tl_course.freezing.freeze.__code__
     True
@@ -116,12 +133,12 @@ def code_of(fn: Any):
     seen = 0
     while seen < 10:
         seen += 1
-        if hasattr(fn, "__code__"):
-            return fn.__code__
-        if hasattr(fn, "__func__"):
-            fn = fn.__func__
-        elif hasattr(fn, "__wrapped__"):
+        if hasattr(fn, "__wrapped__"):  # a decorator's generic wrapper code is shared by every function it wraps
             fn = fn.__wrapped__
+        elif hasattr(fn, "__code__"):
+            return fn.__code__
+        elif hasattr(fn, "__func__"):
+            fn = fn.__func__
         elif callable(fn) and hasattr(type(fn), "__call__") and hasattr(type(fn).__call__, "__code__"):
             fn = type(fn).__call__
         else:
@@ -160,34 +177,55 @@ def _forbidden_freeze() -> dict[str, Any]:
     return found
 
 
-class _Lazy(dict):
-    """A dict filled on first use (so importing grading imports no timm)."""
+class _Lazy(Mapping):
+    """A read-only mapping filled on first use of any method (so importing grading imports no timm):
+    ``keys()``, ``in``, ``.get``, ``[]``, ``items()``, ``len`` all see the same names.
+
+    >>> lazy = _Lazy(lambda: {"a": 1})
+    >>> "a" in lazy, lazy.get("a"), list(lazy.keys()), lazy["a"]
+    (True, 1, ['a'], 1)
+    """
 
     def __init__(self, make: Callable[[], dict]):
-        super().__init__()
         self._make = make
+        self._filled: dict | None = None
 
-    def _fill(self):
-        if not super().__len__():
-            self.update(self._make())
+    def _data(self) -> dict:
+        if self._filled is None:
+            self._filled = dict(self._make())
+        return self._filled
 
-    def items(self):
-        self._fill()
-        return super().items()
+    def __getitem__(self, key):
+        return self._data()[key]
 
     def __iter__(self):
-        self._fill()
-        return super().__iter__()
+        return iter(self._data())
 
-    def __len__(self):
-        self._fill()
-        return super().__len__()
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data()!r})"
+
+
+def _seeding() -> dict[str, Any]:
+    import random
+
+    from .training import seed_everything
+
+    return {"torch.manual_seed": torch.manual_seed, "torch.seed": torch.seed,
+            "torch.set_rng_state": torch.set_rng_state, "random.seed": random.Random.seed,
+            "random.setstate": random.Random.setstate, "tl_course.seed_everything": seed_everything}
 
 
 #: Library shortcuts that "write replace_head yourself" forbids: name -> function.
-FORBIDDEN_HEAD: dict[str, Any] = _Lazy(_forbidden_head)
+FORBIDDEN_HEAD: Mapping[str, Any] = _Lazy(_forbidden_head)
 #: Library shortcuts that "write the freeze yourself" forbids: name -> function.
-FORBIDDEN_FREEZE: dict[str, Any] = _Lazy(_forbidden_freeze)
+FORBIDDEN_FREEZE: Mapping[str, Any] = _Lazy(_forbidden_freeze)
+#: Functions that reseed the global torch / Python generators: name -> function (``trace(watch=SEEDING)``;
+#: calls made inside ``tl_course.fit``, which restores every generator, are not recorded). NumPy's legacy
+#: ``np.random.seed`` is compiled code no tracer sees: :class:`CallerState` compares its state instead.
+SEEDING: Mapping[str, Any] = _Lazy(_seeding)
 
 
 @dataclass
@@ -196,12 +234,15 @@ class Trace:
 
     ``calls[name]`` is the list of calls of the watched function ``name``, each a dict of its arguments as
     received (a shallow copy of the callee's locals at entry); ``files`` the image paths decoded through
-    ``tl_course.data`` (``load_rgb`` / ``ImageDataset``), in order.
+    ``tl_course.data`` (``load_rgb`` / ``ImageDataset``) or opened with ``PIL.Image.open``, in the grading
+    process *and* in DataLoader worker processes; ``worker_loaders`` the ``num_workers`` of every DataLoader
+    iterator with worker processes started inside the block.
     """
 
     calls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     forbidden: tuple[str, ...] = ()
+    worker_loaders: list[int] = field(default_factory=list)
 
     def called(self, name: str) -> bool:
         return bool(self.calls.get(name))
@@ -214,54 +255,118 @@ class Trace:
         return {Path(f) for f in self.files}
 
 
+def _watch_key(fn: Any) -> tuple[Any, Any]:
+    """``(code object, instance or None)``: a callable *object* (an ``nn.Module``, a torchvision
+    ``Compose``) shares its ``__call__`` code with every object of its class, so it is matched by identity too;
+    functions, methods and classes' functions match by code alone (any instance)."""
+    if isinstance(fn, type) or hasattr(fn, "__code__") or hasattr(fn, "__func__") or hasattr(fn, "__wrapped__"):
+        return code_of(fn), None
+    return code_of(fn), fn
+
+
+def _outside_fit(frame) -> bool:
+    from .training import fit
+
+    fit_code = fit.__code__
+    f = frame.f_back
+    while f is not None:
+        if f.f_code is fit_code:
+            return False
+        f = f.f_back
+    return True
+
+
 class trace:
     """Context manager: record calls of ``watch`` and ``forbidden`` functions and the image files decoded.
 
-    Uses ``sys.setprofile`` (and ``threading.setprofile`` for new threads), restored in ``finally``; the
-    profile function only compares code objects, so a training run costs a few per cent more.
+    Uses ``sys.setprofile`` (and ``threading.setprofile`` for new threads), restored in ``finally``. A profiler
+    already active (an outer :class:`trace`, a coverage tool) keeps receiving every event: traces nest.
+    DataLoader worker processes started by ``fork`` inherit the profiler and report the files they decode
+    through a temporary log; with the ``spawn`` start method :attr:`Trace.worker_loaders` says workers ran
+    unseen. Watch a callable object (an ``nn.Module``, a ``Compose``) to record calls of *that* object only.
 
     >>> with trace(watch={"fit": tl_course.fit}, forbidden=FORBIDDEN_FREEZE) as t:
     ...     history = train_head(model, train_data, val_data)
     >>> t.calls["fit"][0]["val"] is val_data, t.forbidden_called()
     """
 
-    def __init__(self, watch: dict[str, Any] | None = None, forbidden: dict[str, Any] | None = None,
+    def __init__(self, watch: Mapping[str, Any] | None = None, forbidden: Mapping[str, Any] | None = None,
                  files: bool = True):
         from . import data
 
-        self._names: dict[Any, str] = {}
+        self._names: dict[Any, list[tuple[str, Any]]] = {}
         forbidden = dict(forbidden.items()) if forbidden else {}
         for name, fn in list((watch or {}).items()) + list(forbidden.items()):
-            self._names[code_of(fn)] = name
-        self._read_code = code_of(data._read) if files else None
+            code, instance = _watch_key(fn)
+            self._names.setdefault(code, []).append((name, instance))
+        self._seeding = {code_of(f) for f in _seeding().values()}
+        self._read_codes = set()
+        if files:
+            from PIL import Image
+
+            self._read_codes = {code_of(data._read), code_of(Image.open)}
+        from torch.utils.data import dataloader
+
+        self._worker_code = code_of(dataloader._MultiProcessingDataLoaderIter.__init__)
         self.result = Trace(forbidden=tuple(forbidden))
 
     def _profile(self, frame, event, arg):
+        if self._outer is not None:
+            self._outer(frame, event, arg)
         if event != "call":
             return
         code = frame.f_code
-        if code is self._read_code:
-            self.result.files.append(Path(frame.f_locals.get("path")))
+        if code in self._read_codes:
+            path = frame.f_locals.get("path", frame.f_locals.get("fp"))
+            if isinstance(path, (str, os.PathLike)):
+                self._record_file(Path(path))
             return
-        name = self._names.get(code)
-        if name is not None:
-            self.result.calls.setdefault(name, []).append(dict(frame.f_locals))
+        if code is self._worker_code:
+            loader = frame.f_locals.get("loader")
+            self.result.worker_loaders.append(int(getattr(loader, "num_workers", 1)))
+            return
+        entries = self._names.get(code)
+        if entries is None:
+            return
+        if code in self._seeding and not _outside_fit(frame):
+            return
+        me = frame.f_locals.get("self")
+        for name, instance in entries:
+            if instance is None or me is instance:
+                self.result.calls.setdefault(name, []).append(dict(frame.f_locals))
+
+    def _record_file(self, path: Path) -> None:
+        if os.getpid() == self._pid:
+            self.result.files.append(path)
+        else:  # a forked DataLoader worker: its copy of self.result dies with it
+            with open(self._log, "a", encoding="utf-8") as log:
+                log.write(f"{path}\n")
 
     def __enter__(self) -> Trace:
-        self._saved = sys.getprofile()
+        import tempfile
+
+        self._pid = os.getpid()
+        fd, self._log = tempfile.mkstemp(prefix="tl_course_trace_", suffix=".log")
+        os.close(fd)
+        self._outer = sys.getprofile()
         self._saved_thread = threading.getprofile() if hasattr(threading, "getprofile") else None
         sys.setprofile(self._profile)
         threading.setprofile(self._profile)
         return self.result
 
     def __exit__(self, *exc) -> bool:
-        sys.setprofile(self._saved)
+        sys.setprofile(self._outer)
         threading.setprofile(self._saved_thread)
+        try:
+            self.result.files += [Path(line) for line in Path(self._log).read_text(encoding="utf-8").splitlines()
+                                  if line]
+        finally:
+            os.unlink(self._log)
         return False
 
 
-def traced(fn: Callable, *args, watch: dict[str, Any] | None = None, forbidden: dict[str, Any] | None = None,
-           **kwargs) -> tuple[Any, Trace]:
+def traced(fn: Callable, *args, watch: Mapping[str, Any] | None = None,
+           forbidden: Mapping[str, Any] | None = None, **kwargs) -> tuple[Any, Trace]:
     """``(fn(*args, **kwargs), Trace)``: call a student function under :class:`trace`.
 
     >>> model, t = traced(replace_head, net, 3, forbidden=FORBIDDEN_HEAD)
@@ -272,36 +377,422 @@ def traced(fn: Callable, *args, watch: dict[str, Any] | None = None, forbidden: 
 
 
 class SpyDataset(torch.utils.data.Dataset):
-    """A dataset that records every item read and whether ``model`` was in train mode at that moment.
+    """A dataset that records every item read, whether ``model`` was in train mode at that moment, and which
+    items were *trained on*: read into a batch whose logits (the output of ``head``, by default
+    ``tl_course.get_head(model)``, or of ``model`` itself when the head did not run) received a gradient.
 
     Hand the spies to the student's training function instead of the plain datasets: validation photos
-    read while the model is in ``train()`` mode were trained on (``ConcatDataset([train, val])``), training
-    photos never read in train mode were never trained on. Works with ``fit`` and hand-written loops alike
-    (``num_workers=0``; the mode is read in the same process).
+    trained on (``ConcatDataset([train, val])``) or training photos never trained on show, whatever mode the
+    model was in (a loop that keeps a frozen backbone in ``eval()`` mode trains on every photo all the same).
+    Reads are attributed in the grading process (``num_workers=0``; :attr:`Trace.worker_loaders` says when
+    workers ran).
 
     >>> train, val = SpyDataset(train_data, model), SpyDataset(val_data, model)
     >>> history = train_head(model, train, val, device)
-    >>> val.reads(training=True)        # [] unless validation photos were trained on
+    >>> val.trained()        # set() unless validation photos were trained on
     """
 
-    def __init__(self, dataset, model: nn.Module):
+    def __init__(self, dataset, model: nn.Module, head: nn.Module | None = None):
         self.dataset = dataset
         self.model = model
         self.log: list[tuple[int, bool]] = []
+        self._pending: list[int] = []
+        self._trained: set[int] = set()
         for name in ("samples", "classes", "transform"):  # what ImageDataset users may read
             if hasattr(dataset, name):
                 setattr(self, name, getattr(dataset, name))
+        if head is None:
+            try:
+                from .models import get_head
+
+                head = get_head(model)
+            except Exception:  # noqa: BLE001 - any model without a linear layer: its output is the logits
+                head = model
+        # the head's output, or the model's when a student's code replaced the head or never calls it alone
+        self._handles = [m.register_forward_hook(self._on_forward) for m in dict.fromkeys([head, model])]
+        #: one entry per forward of the head on a batch of this dataset: (indices, gradients on?, model in
+        #: train mode?, predicted classes or None, labels as read)
+        self.forwards: list[tuple[list[int], bool, bool, list[int] | None, list]] = []
+
+    def _on_forward(self, module, inputs, output) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        batch = [i for i, _ in pending]
+        preds = None
+        if isinstance(output, torch.Tensor) and output.dim() == 2 and output.device.type != "meta":
+            preds = output.detach().argmax(1).cpu().tolist()
+        self.forwards.append((batch, torch.is_grad_enabled(), bool(self.model.training), preds,
+                              [y for _, y in pending]))
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(lambda grad: self._trained.update(batch))
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index):
         self.log.append((int(index), bool(self.model.training)))
-        return self.dataset[index]
+        item = self.dataset[index]
+        try:
+            label = int(item[1])
+        except (TypeError, ValueError, IndexError):
+            label = None
+        self._pending.append((int(index), label))
+        return item
+
+    def passes(self) -> list[float]:
+        """Accuracy of every complete evaluation pass (forwards without gradients, in order, covering the
+        whole dataset) against this dataset's labels: what a loop validating on it saw, epoch by epoch."""
+        out, correct, seen = [], 0, 0
+        for batch, grad, _, preds, labels in self.forwards:
+            if grad or preds is None or len(preds) != len(batch):
+                continue
+            correct += sum(p == y for p, y in zip(preds, labels))
+            seen += len(batch)
+            if seen >= len(self.dataset):
+                out.append(correct / seen)
+                correct, seen = 0, 0
+        return out
+
+    def forwards_with_gradients(self, trained: bool | None = None) -> int:
+        """How many forwards on this dataset's batches ran with gradients on (``trained=False``: only those
+        never back-propagated, e.g. a validation pass without ``torch.no_grad()``)."""
+        return sum(1 for batch, grad, _, _, _ in self.forwards
+                   if grad and (trained is None or bool(set(batch) & self._trained) == trained))
+
+    def forwards_in_train_mode(self) -> int:
+        """How many forwards on this dataset's batches ran with the model in train mode."""
+        return sum(1 for _, _, training, _, _ in self.forwards if training)
+
+    def pass_predictions(self) -> list[dict[int, int]]:
+        """``{index: predicted class}`` of every complete evaluation pass (see :meth:`passes`)."""
+        out, current = [], {}
+        for batch, grad, _, preds, _ in self.forwards:
+            if grad or preds is None or len(preds) != len(batch):
+                continue
+            current.update(zip(batch, preds))
+            if len(current) >= len(self.dataset):
+                out.append(current)
+                current = {}
+        return out
+
 
     def reads(self, training: bool | None = None) -> list[int]:
         """Indices read (in train mode only, in eval mode only, or all)."""
         return [i for i, t in self.log if training is None or t == training]
+
+    def trained(self) -> set[int]:
+        """Indices of the items whose logits were back-propagated (trained on)."""
+        return set(self._trained)
+
+    def close(self) -> None:
+        """Remove the forward hooks from the head and the model."""
+        for handle in self._handles:
+            handle.remove()
+
+
+class FirstPassBest(torch.utils.data.Dataset):
+    """A validation set whose best epoch is *not* the last, by construction: ``(x, y)`` items of ``dataset``
+    with their true label ``y`` during the first complete pass, ``(y + 1) % num_classes`` afterwards. A model
+    that learns the task scores best on the first validation pass, so a loop that keeps the last epoch, or
+    records the accuracy of one epoch and keeps another's weights, shows (wrap it in :class:`SpyDataset`).
+
+    >>> data = FirstPassBest([(torch.zeros(1), 2), (torch.zeros(1), 0)], num_classes=3)
+    >>> [data[i][1] for i in (0, 1, 0, 1)]
+    [2, 0, 0, 1]
+    """
+
+    def __init__(self, dataset, num_classes: int):
+        self.dataset, self.num_classes, self.read = dataset, num_classes, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, y = self.dataset[index]
+        first = self.read < len(self.dataset)
+        self.read += 1
+        return x, int(y) if first else (int(y) + 1) % self.num_classes
+
+
+def toy_model(num_classes: int, seed: int = 0) -> nn.Sequential:
+    """A tiny image classifier for contract checks (milliseconds per epoch on a CPU): 3x4x4 images ->
+    Flatten, Linear(48, 16), BatchNorm1d, ReLU, Dropout(0.5), Linear(16, ``num_classes``), the head
+    (``get_head`` finds it). The BatchNorm and Dropout make every train / eval mode mistake show.
+
+    >>> toy_model(5)(torch.zeros(2, 3, 4, 4)).shape
+    torch.Size([2, 5])
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
+                             nn.Linear(16, num_classes))
+
+
+def toy_data(n: int, num_classes: int, seed: int = 0, labels: Iterable[int] | None = None):
+    """``n`` 3x4x4 images, class ``k`` a fixed random pattern plus noise (a :func:`toy_model` learns it in one
+    epoch), as a ``TensorDataset``; ``labels`` renames the classes ``0..num_classes-1`` (a label set with
+    gaps, e.g. ``(0, 2, 5)``). The patterns depend only on ``num_classes``: train and validation sets built with
+    other seeds are the same task.
+
+    >>> x, y = toy_data(6, 3, labels=(0, 2, 5)).tensors
+    >>> x.shape, y.tolist()
+    (torch.Size([6, 3, 4, 4]), [0, 2, 5, 0, 2, 5])
+    """
+    names = torch.tensor(list(labels) if labels is not None else range(num_classes))
+    if len(names) != num_classes:
+        raise ValueError(f"labels names {len(names)} classes, num_classes is {num_classes}.")
+    patterns = torch.randn(num_classes, 3, 4, 4, generator=torch.Generator().manual_seed(100 + num_classes))
+    y = torch.arange(n) % num_classes
+    x = 2 * patterns[y] + 0.5 * torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.TensorDataset(x, names[y])
+
+
+# ---------------------------------------------------------------------------------------------
+# The caller's objects: left as they were?
+# ---------------------------------------------------------------------------------------------
+def rng_states() -> dict[str, Any]:
+    """The global torch (CPU and every CUDA device), Python ``random`` and NumPy generator states."""
+    import random
+
+    import numpy as np
+
+    states = {"torch": torch.get_rng_state(), "random": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "shape") and hasattr(a, "dtype"):  # numpy array
+        import numpy as np
+
+        return bool(np.array_equal(a, b))
+    return a == b
+
+
+_OVERRIDABLE = ("train", "eval", "forward", "__call__", "requires_grad_", "parameters")
+
+
+@dataclass
+class CallerState:
+    """Everything a caller owns about ``modules``: each module's training flag, instance overrides of
+    ``train`` / ``eval`` / ``forward``, hooks, each parameter's ``requires_grad``, every parameter and buffer
+    (copied), and the global random generator states. :meth:`changes` lists what differs now, one phrase each.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    >>> state = CallerState.of(net)
+    >>> _ = net.eval()
+    >>> state.changes()
+    ['the training flag of the model and 2 more modules (train -> eval)']
+    """
+
+    modules: tuple[nn.Module, ...]
+    flags: list[dict[str, bool]]
+    overrides: list[dict[str, tuple[str, ...]]]
+    hooks: list[dict[str, int]]
+    requires_grad: list[dict[str, bool]]
+    tensors: list[dict[str, torch.Tensor]]
+    rng: dict[str, Any]
+
+    @classmethod
+    def of(cls, *modules: nn.Module) -> "CallerState":
+        return cls(modules, [_flags(m) for m in modules], [_overrides(m) for m in modules],
+                   [_hooks(m) for m in modules], [{n: p.requires_grad for n, p in m.named_parameters()}
+                                                 for m in modules],
+                   [snapshot(m) for m in modules], rng_states())
+
+    def changes(self, rng: Iterable[str] = ("torch", "random", "numpy"), tensors: bool = True,
+                ignore: Iterable[str] = ()) -> list[str]:
+        """What changed since :meth:`of`, one phrase each (``[]``: nothing). ``rng`` names the generators to
+        compare (leave ``"torch"`` out for a function allowed to *draw* from it, e.g. a hand-written training
+        loop that shuffles; :data:`SEEDING` traces re-seeding instead); ``tensors=False`` skips the weights;
+        ``ignore`` names modules (with everything under them) the function may change, e.g. a replaced head."""
+        skip = tuple(ignore)
+
+        def kept(name: str) -> bool:
+            return not any(name == n or name.startswith(n + ".") for n in skip)
+
+        out = []
+        for i, m in enumerate(self.modules):
+            what = "the model" if len(self.modules) == 1 else f"module {i}"
+            now = _flags(m)
+            flipped = [n for n, t in self.flags[i].items() if now.get(n, t) != t and kept(n)]
+            if flipped:
+                first = flipped[0]
+                more = f" and {len(flipped) - 1} more module{'s' * (len(flipped) > 2)}" if len(flipped) > 1 else ""
+                arrow = "train -> eval" if self.flags[i][first] else "eval -> train"
+                out.append(f"the training flag of {repr(first) if first else what}{more} ({arrow})")
+            over = {n: o for n, o in _overrides(m).items() if o != self.overrides[i].get(n, ()) and kept(n)}
+            if over:
+                name, attrs = next(iter(over.items()))
+                out.append(f"{what}'s module {name!r} got its own {attrs[0]}() (an instance override)")
+            hooks = {n: c for n, c in _hooks(m).items() if c != self.hooks[i].get(n, 0) and kept(n)}
+            if hooks:
+                out.append(f"hooks were added to or removed from {what} (first: {next(iter(hooks))!r})")
+            grads = [n for n, p in m.named_parameters()
+                     if self.requires_grad[i].get(n, p.requires_grad) != p.requires_grad and kept(n)]
+            if grads:
+                out.append(f"requires_grad of {len(grads)} parameter{'s' * (len(grads) > 1)} of {what} (first: {grads[0]})")
+            if tensors:
+                moved_ = [k for k in changed(self.tensors[i], m) if kept(k)]
+                if moved_:
+                    out.append(f"{len(moved_)} weight or buffer tensor{'s' * (len(moved_) > 1)} of {what} "
+                               f"(first: {moved_[0]})")
+        now_rng = rng_states()
+        for name in rng:
+            if name in self.rng and not _same(self.rng[name], now_rng.get(name)):
+                label = {"torch": "torch", "random": "Python", "numpy": "NumPy"}.get(name, name)
+                out.append(f"the global {label} random generator")
+        return out
+
+    def check(self, function: str, rng: Iterable[str] = ("torch", "random", "numpy"), tensors: bool = True) -> None:
+        """:func:`fail` in one sentence when :meth:`changes` is not empty."""
+        found = self.changes(rng, tensors)
+        if found:
+            fail(f"{function} changed what belongs to the caller: {found[0]}",
+                 "work on a copy (copy.deepcopy) or restore it, and use a torch.Generator of your own for randomness")
+
+
+def _flags(m: nn.Module) -> dict[str, bool]:
+    return {n: x.training for n, x in m.named_modules()}
+
+
+def _overrides(m: nn.Module) -> dict[str, tuple[str, ...]]:
+    found = {}
+    for n, x in m.named_modules():
+        attrs = tuple(a for a in _OVERRIDABLE if a in vars(x))
+        if attrs:
+            found[n] = attrs
+    return found
+
+
+def _hooks(m: nn.Module) -> dict[str, int]:
+    counts = {}
+    for n, x in m.named_modules():
+        c = sum(len(getattr(x, h, {})) for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"))
+        if c:
+            counts[n] = c
+    return counts
+
+
+def shares_state(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two modules are the same object or share a parameter or buffer (so training one changes
+    the other): a function promising a *new* model must return one that shares nothing.
+
+    >>> net = nn.Linear(2, 2)
+    >>> shares_state(net, net), shares_state(net, nn.Linear(2, 2))
+    (True, False)
+    """
+    if a is b:
+        return True
+    ids = {id(t) for t in [*a.parameters(), *a.buffers()]}
+    return any(id(t) in ids for t in [*b.parameters(), *b.buffers()])
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and gradients at the model's forward
+# ---------------------------------------------------------------------------------------------
+class _Probed(BaseException):
+    """Raised by :class:`device_probe` at the first forward (a BaseException: ``except Exception`` in a
+    student's loop does not swallow it)."""
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for x in obj for t in _tensors(x)]
+    for name in ("features", "labels", "logits"):  # FeatureSet, Evaluation, ...
+        if hasattr(obj, name):
+            return [t for n in ("features", "labels", "logits") for t in _tensors(getattr(obj, n, None))]
+    return []
+
+
+def devices_of(obj) -> set[str]:
+    """Device types of every tensor in ``obj`` (tensors, lists, tuples, dicts, a ``FeatureSet``).
+
+    >>> sorted(devices_of((torch.zeros(1), [torch.ones(2, device="meta")])))
+    ['cpu', 'meta']
+    """
+    return {t.device.type for t in _tensors(obj)}
+
+
+class device_probe:
+    """Context manager: moves nothing, records the device types of the tensors reaching ``model``'s first
+    forward (:attr:`inputs`) and of the model's own parameters at that moment (:attr:`weights`), then stops
+    the student's function there. On a CPU grader hand the function ``device=torch.device("meta")``: inputs
+    it forgets to move arrive on ``cpu``, a model it forgets to move stays there.
+
+    >>> net = nn.Linear(2, 2)
+    >>> with device_probe(net) as seen:
+    ...     net.to("meta")(torch.zeros(1, 2))
+    >>> seen.inputs, seen.weights, seen.reached
+    (['cpu'], ['meta'], True)
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.inputs: list[str] = []
+        self.weights: list[str] = []
+        self.reached = False
+
+    def _hook(self, module, inputs):
+        self.reached = True
+        self.inputs = sorted(devices_of(inputs))
+        self.weights = sorted({p.device.type for p in module.parameters()})
+        raise _Probed
+
+    def __enter__(self) -> "device_probe":
+        self._handle = self.model.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, kind, value, tb) -> bool:
+        self._handle.remove()
+        return kind is _Probed
+
+
+class grad_modes:
+    """Context manager: ``torch.is_grad_enabled()`` at every forward of ``model`` inside the block.
+
+    >>> net = nn.Linear(2, 2)
+    >>> with grad_modes(net) as modes, torch.no_grad():
+    ...     _ = net(torch.zeros(1, 2))
+    >>> modes
+    [False]
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.modes: list[bool] = []
+
+    def __enter__(self) -> list[bool]:
+        self._handle = self.model.register_forward_hook(lambda m, i, o: self.modes.append(torch.is_grad_enabled()))
+        return self.modes
+
+    def __exit__(self, *exc) -> bool:
+        self._handle.remove()
+        return False
+
+
+def head_with_dropout_and_bn(in_features: int, num_classes: int, hidden: int = 16, seed: int = 0) -> nn.Sequential:
+    """A head other than one ``nn.Linear``: Linear, BatchNorm1d, ReLU, Dropout(0.5), Linear. Mode mistakes (no
+    ``eval()`` while validating, ``train()`` set once before the loop) change its outputs.
+
+    >>> head_with_dropout_and_bn(8, 3)(torch.zeros(4, 8)).shape
+    torch.Size([4, 3])
+    """
+    g = torch.random.fork_rng()
+    with g:
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(0.5),
+                             nn.Linear(hidden, num_classes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,15 +812,6 @@ def bn_in_train_mode(model: nn.Module, skip: Iterable[nn.Module] = ()) -> list[s
     skipped = {id(m) for s in skip for m in s.modules()}
     return [name for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and id(m) not in skipped]
-
-
-def changed(before: dict[str, torch.Tensor], model: nn.Module, ignore: Iterable[str] = ("num_batches_tracked",)
-            ) -> list[str]:
-    """Names of the tensors of ``model`` no longer bit-identical to ``before`` (suffixes in ``ignore`` skipped)."""
-    now = model.state_dict()
-    ignore = tuple(ignore)
-    return [k for k, v in before.items()
-            if k in now and not k.endswith(ignore) and not torch.equal(v, now[k].detach().to("cpu"))]
 
 
 def moved(before: dict[str, torch.Tensor], model: nn.Module, prefix: str = "", min_relative: float = 1e-4
@@ -363,6 +845,22 @@ def fail(what: str, where: str = "") -> None:
     if where:
         sentence += f": {where.rstrip('. ')}"
     raise AssertionError(sentence + ".")
+
+
+def attempt(fn: Callable, *args, on: str, hint: str = "", **kwargs) -> Any:
+    """``fn(*args, **kwargs)``; an exception from the student's code becomes the one-sentence failure
+    "``fn`` failed on ``on`` (the error's first line)": the contract's input is named, not a traceback.
+
+    >>> attempt(int, "x", on="a letter", hint="give it digits")
+    Traceback (most recent call last):
+    AssertionError: int failed on a letter (ValueError: invalid literal for int() with base 10: 'x'): give it digits.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any error of the student's code is reported, not raised
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        name = getattr(fn, "__name__", "the function")
+        fail(f"{name} failed on {on} ({type(err).__name__}: {first})".replace(": )", ")"), hint)
 
 
 def check(condition: Any, what: str, where: str = "") -> None:

@@ -34,13 +34,15 @@ __all__ = ["Catalogue", "load_catalogue", "student_id", "cell_dependencies", "gr
 class Catalogue:
     """One assignment's known mistakes (``tl_course/classroom/mistakes/<assignment>.py``): ``mistakes``
     (name -> {answer grade_id: source}), ``must_fail`` (name -> test grade_ids that must lose points),
-    ``kind`` (name -> "leak", "how", "forbidden" or "narrow") and ``alternative`` (answer grade_id -> a
-    correct source in another style)."""
+    ``kind`` (name -> "leak", "how", "forbidden" or "narrow"), ``alternative`` (answer grade_id -> a
+    correct source in another style) and ``alternatives`` (every correct alternative: ``ALTERNATIVE`` first,
+    then the catalogue's ``ALTERNATIVES``)."""
 
     mistakes: dict[str, dict[str, str]]
     must_fail: dict[str, list[str]]
     kind: dict[str, str] = field(default_factory=dict)
     alternative: dict[str, str] = field(default_factory=dict)
+    alternatives: list[dict[str, str]] = field(default_factory=list)
 
 
 def load_catalogue(assignment: str) -> Catalogue | None:
@@ -56,8 +58,10 @@ def load_catalogue(assignment: str) -> Catalogue | None:
     if not assignment.isidentifier() or importlib.util.find_spec(name) is None:
         return None
     module = importlib.import_module(name)
+    alternative = dict(getattr(module, "ALTERNATIVE", {}))
+    alternatives = [dict(a) for a in getattr(module, "ALTERNATIVES", None) or ([alternative] if alternative else [])]
     return Catalogue(mistakes=dict(module.MISTAKES), must_fail=dict(module.MUST_FAIL),
-                     kind=dict(getattr(module, "KIND", {})), alternative=dict(getattr(module, "ALTERNATIVE", {})))
+                     kind=dict(getattr(module, "KIND", {})), alternative=alternative, alternatives=alternatives)
 
 
 def student_id(mistakes: str | tuple[str, ...]) -> str:

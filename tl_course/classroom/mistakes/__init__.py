@@ -12,7 +12,13 @@ Each module defines
   ``"forbidden"`` (a library shortcut where the text says "write it yourself"),
   ``"narrow"`` (works only for the narrow input: order, sizes, model family, dtype / device, side effects);
 - ``ALTERNATIVE: dict[str, str]``: answer-cell grade_id -> a *correct* source in another style (another
-  loop structure, numpy instead of torch, ...); the notebook filled with it must score 100 %.
+  loop structure, numpy instead of torch, ...); the notebook filled with it must score 100 %;
+- ``ALTERNATIVES: list[dict[str, str]]`` (optional): every correct alternative, ``ALTERNATIVE`` first; each
+  filled notebook must score 100 %;
+- ``CLASS: dict[str, int]`` (optional): mistake name -> its class in issue 16's list (1 side effects on what
+  the caller owns, 2 selection discipline, 3 heads other than one ``nn.Linear``, 4 generality, 5 device,
+  6 ties and order, 7 autograd hygiene, 8 the wrong object returned); ``book/instructors.md`` tabulates which
+  check catches each.
 
 ``tests/test_course.py`` autogrades the released student notebook with every answer cell filled with the
 reference solution except the mistaken cell(s), and asserts that the total drops and each cell in

@@ -160,10 +160,13 @@ ALTERNATIVE: dict[str, str] = {
 def top_k(model, image, preprocess, categories, k=5, device=None):
     dev = torch.device(device) if device is not None else get_device()
     net = model.to(dev)
+    flags = {name: m.training for name, m in net.named_modules()}
     net.eval()
     batch = torch.stack([preprocess(image)]).to(dev)
     with torch.inference_mode():
         scores = net(batch).double().cpu().numpy()[0]
+    for name, m in net.named_modules():
+        m.training = flags[name]
     scores = np.exp(scores - scores.max())
     probs = scores / scores.sum()
     order = np.argsort(-probs, kind="stable")[:k]
@@ -185,3 +188,105 @@ def top_k(model, image, preprocess, categories, k=5, device=None):
     return " B "
 ''',
 }
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: top_k checked against its whole docstring contract. New mistakes by class (1 side effects on the
+# caller's model, 4 generality, 5 device, 7 autograd hygiene; 2, 3, 6 and 8 cannot occur in top_k), each in
+# at least two styles.
+# ---------------------------------------------------------------------------------------------
+def _top_k(prepare: str = "    modes = {m: m.training for m in model.modules()}\n    model.to(device).eval()\n",
+           x: str = "    x = preprocess(image).unsqueeze(0).to(device)\n",
+           forward: str = "    with torch.no_grad():\n        probs = model(x).softmax(dim=1)[0]\n",
+           restore: str = "    for m, mode in modes.items():\n        m.training = mode\n",
+           tail: str = _TAIL) -> str:
+    """The reference top_k with one piece swapped for a mistaken one."""
+    return _HEADER + "    device = get_device(device)\n" + prepare + x + forward + restore + tail
+
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. the caller's model left in another mode
+    "leaves_the_model_in_eval_mode": (1, "narrow", {"top_k": _top_k(prepare="    model.to(device).eval()\n", restore="")},
+                                      ["test_top_k_eval_mode"]),
+    "restores_train_mode_unconditionally": (1, "narrow", {"top_k": _top_k(
+        prepare="    model.to(device).eval()\n", restore="    model.train()  # back to training\n")}, ["test_top_k_eval_mode"]),
+    "restores_only_the_top_flag": (1, "narrow", {"top_k": _top_k(
+        prepare="    was_training = model.training\n    model.to(device).eval()\n",
+        restore="    model.train(was_training)\n")}, ["test_top_k_eval_mode"]),
+    # 4. names not from the categories argument
+    "names_from_the_notebook_global": (4, "narrow", {"top_k": _top_k(
+        tail=_TAIL.replace("categories[i]", "_cats_global[i]")).replace(
+        "def top_k(", "_cats_global = load_pretrained(image_size=64).categories\n\ndef top_k(", 1)}, ["test_top_k_reference"]),
+    "names_from_torchvision": (4, "narrow", {"top_k": "import torchvision\n\n" + _top_k(
+        tail=_TAIL.replace("categories[i]", "torchvision.models.ResNet18_Weights.DEFAULT.meta['categories'][i]"))},
+        ["test_top_k_reference"]),
+    # 5. the input left behind
+    "input_not_moved": (5, "narrow", {"top_k": _top_k(x="    x = preprocess(image).unsqueeze(0)\n")}, ["test_top_k_device"]),
+    "input_sent_to_cpu": (5, "narrow", {"top_k": _top_k(x="    x = preprocess(image).unsqueeze(0).to('cpu')\n")},
+                          ["test_top_k_device"]),
+    # 7. gradients on
+    "forward_with_gradients_then_detach": (7, "how", {"top_k": _top_k(
+        forward="    probs = model(x).detach().softmax(dim=1)[0]\n")}, ["test_top_k_eval_mode"]),
+    "forward_with_gradients_tolist": (7, "how", {"top_k": _top_k(
+        forward="    probs = model(x).softmax(dim=1)[0]\n",
+        tail="    top = probs.topk(k)\n    return [(categories[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]\n")},
+        ["test_top_k_eval_mode"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# a context manager that restores the flags; sorted() over (probability, index) pairs
+_ALTERNATIVE_CONTEXT: dict[str, str] = {
+    "top_k": '''from contextlib import contextmanager
+
+@contextmanager
+def _evaluating(net):
+    saved = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        yield net
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+def top_k(model, image, preprocess, categories, k=5, device=None):
+    where = get_device(device)
+    model.to(where)
+    with _evaluating(model), torch.no_grad():
+        p = torch.softmax(model(preprocess(image)[None].to(where)), dim=-1).squeeze(0).cpu()
+    ranked = sorted(range(len(p)), key=lambda i: float(p[i]), reverse=True)
+    return [(categories[i], float(p[i])) for i in ranked[:k]]
+''',
+    "count_params": '''def count_params(model):
+    params = list(model.parameters())
+    return (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+''',
+}
+
+# torch.inference_mode as a decorator; per-module eval() and train(flag) restored by name
+_ALTERNATIVE_DECORATOR: dict[str, str] = {
+    "top_k": '''@torch.inference_mode()
+def _probabilities(model, batch):
+    return model(batch).float().softmax(1)[0]
+
+def top_k(model, image, preprocess, categories, k=5, device=None):
+    device = get_device(device)
+    flags = {name: module.training for name, module in model.named_modules()}
+    model.to(device)
+    model.eval()
+    probs = _probabilities(model, preprocess(image).unsqueeze(0).to(device))
+    for name, module in model.named_modules():
+        module.training = flags[name]
+    values, indices = torch.topk(probs, k)
+    return [(categories[int(i)], v.item()) for v, i in zip(values, indices)]
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_CONTEXT, _ALTERNATIVE_DECORATOR]

@@ -202,3 +202,137 @@ def split_per_class(files, labels, train_per_class, val_per_class, test_per_clas
     return "B"
 ''',
 }
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: each function checked against its whole docstring contract. New mistakes by class (1 side effects
+# on what the caller owns, 4 generality, 6 ties and order; 2, 3, 5, 7 and 8 cannot occur in this assignment:
+# no training, no model, no device, no tensors), each in at least two styles.
+# ---------------------------------------------------------------------------------------------
+def _split(head: str = "", check: str = "        if len(pool) < needed:\n",
+           loop: str = "    for label in sorted(set(labels)):\n",
+           pool: str = "        pool = sorted(f for f, y in zip(files, labels) if y == label)\n",
+           shuffle: str = "        rng.shuffle(pool)\n") -> str:
+    """The reference split with one piece swapped for a mistaken one."""
+    return _SPLIT_HEADER + head + '''    rng = random.Random(seed)
+    needed = test_per_class + val_per_class + train_per_class
+    train, val, test = [], [], []
+''' + loop + pool + check + '''            raise ValueError(f"Class {label} has {len(pool)} files, {needed} are needed.")
+''' + shuffle + '''        test += [(f, label) for f in pool[:test_per_class]]
+        val += [(f, label) for f in pool[test_per_class:test_per_class + val_per_class]]
+        train += [(f, label) for f in pool[test_per_class + val_per_class:needed]]
+    return train, val, test
+'''
+
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. side effects: the caller's lists, the global generators
+    "sorts_the_callers_files": (1, "narrow", {"split_per_class": _split(
+        head="    pairs = sorted(zip(files, labels), key=lambda p: str(p[0]))  # sorted, so that the order does not matter\n"
+             "    files[:] = [f for f, _ in pairs]\n    labels[:] = [y for _, y in pairs]\n")}, ["test_split_seeded"]),
+    "numpy_global_seed": (1, "narrow", {"split_per_class": '''import numpy as np
+''' + _split(shuffle="        np.random.seed(seed)\n        pool = list(np.random.permutation(pool))\n")}, ["test_split_seeded"]),
+    "torch_global_seed": (1, "narrow", {"split_per_class": '''import torch
+''' + _split(shuffle="        torch.manual_seed(seed)\n        pool = [pool[i] for i in torch.randperm(len(pool)).tolist()]\n")},
+        ["test_split_seeded"]),
+    # 4. generality: substrings, labels, the exact boundary
+    "label_by_substring": (4, "narrow", {"cat_label": _LABEL_HEADER + '''    if "Bengal" in breed:
+        return 0
+    if "Russian" in breed:
+        return 1
+    return 2
+'''}, ["test_cat_label"]),
+    "label_by_prefix": (4, "narrow", {"cat_label": _LABEL_HEADER + '''    if breed.startswith("Beng"):
+        return 0
+    return 1 if breed.startswith("Russian_Blue") else 2
+'''}, ["test_cat_label"]),
+    "off_by_one_at_the_boundary": (4, "narrow", {"split_per_class": _split(check="        if len(pool) <= needed:\n")},
+                                   ["test_split_counts"]),
+    "off_by_one_needed_plus_one": (4, "narrow", {"split_per_class": _split(
+        check="        if needed >= len(pool):  # keep one spare\n")}, ["test_split_counts"]),
+    "labels_are_range_of_max": (4, "narrow", {"split_per_class": _split(loop="    for label in range(max(labels) + 1):\n")},
+                                ["test_split_counts"]),
+    "labels_are_range_of_count": (4, "narrow", {"split_per_class": _split(
+        loop="    for label in range(len(set(labels))):\n")}, ["test_split_counts"]),
+    # 6. order: "random" photos taken in file-name order
+    "takes_files_in_name_order": (6, "narrow", {"split_per_class": _split(shuffle="")}, ["test_split_seeded"]),
+    "shuffles_then_sorts_again": (6, "narrow", {"split_per_class": _split(
+        shuffle="        rng.shuffle(pool)\n        pool.sort(key=lambda f: str(f))  # tidy\n")}, ["test_split_seeded"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# numpy's private Generator, per-class dict of lists; cat_label as an if / elif chain
+_ALTERNATIVE_NUMPY: dict[str, str] = {
+    "cat_label": '''def cat_label(breed):
+    if breed == "Bengal":
+        return 0
+    elif breed == "Russian_Blue":
+        return 1
+    else:
+        return 2
+''',
+    "split_per_class": '''import numpy as np
+
+def split_per_class(files, labels, train_per_class, val_per_class, test_per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    by_label = {}
+    for f, y in zip(files, labels):
+        by_label.setdefault(y, []).append(f)
+    train, val, test = [], [], []
+    for y in sorted(by_label):
+        pool = sorted(by_label[y])
+        if len(pool) < train_per_class + val_per_class + test_per_class:
+            raise ValueError(f"label {y!r}: only {len(pool)} files")
+        order = rng.permutation(len(pool))
+        pool = [pool[i] for i in order]
+        a, b = test_per_class, test_per_class + val_per_class
+        test.extend((f, y) for f in pool[:a])
+        val.extend((f, y) for f in pool[a:b])
+        train.extend((f, y) for f in pool[b:b + train_per_class])
+    return train, val, test
+''',
+}
+
+# match statement; a private random.Random drawing a sample of the whole class (a shuffled copy)
+_ALTERNATIVE_SAMPLE: dict[str, str] = {
+    "cat_label": '''def cat_label(breed):
+    match breed:
+        case "Bengal":
+            return 0
+        case "Russian_Blue":
+            return 1
+        case _:
+            return 2
+''',
+    "split_per_class": '''import random
+from collections import defaultdict
+
+def split_per_class(files, labels, train_per_class, val_per_class, test_per_class, seed=0):
+    rng = random.Random(seed)
+    groups = defaultdict(list)
+    for f, y in sorted(zip(files, labels), key=lambda pair: str(pair[0])):
+        groups[y].append(f)
+    splits = ([], [], [])
+    for y in sorted(groups):
+        n = test_per_class + val_per_class + train_per_class
+        if n > len(groups[y]):
+            raise ValueError(f"class {y}: {len(groups[y])} photos, need {n}")
+        shuffled = rng.sample(groups[y], k=len(groups[y]))
+        test_part = shuffled[:test_per_class]
+        val_part = shuffled[test_per_class:test_per_class + val_per_class]
+        train_part = shuffled[test_per_class + val_per_class:n]
+        for split, part in zip(splits, (train_part, val_part, test_part)):
+            split.extend((f, y) for f in part)
+    return splits
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_NUMPY, _ALTERNATIVE_SAMPLE]

@@ -172,3 +172,122 @@ def replace_head(model, num_classes):
     return "B"
 ''',
 }
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: replace_head checked against its whole docstring contract. New mistakes by class (1 side effects
+# on what the caller owns, 3 a head other than one nn.Linear, 4 generality, 5 device, 8 the wrong object;
+# 2, 6 and 7 cannot occur: nothing is trained, chosen or ordered here), each in at least two styles.
+# ---------------------------------------------------------------------------------------------
+def _replace(before: str = "", new: str = "nn.Linear(old.in_features, num_classes, bias=old.bias is not None)",
+             to: str = ".to(device=old.weight.device, dtype=old.weight.dtype)", find: str | None = None,
+             put: str = "    setattr(parent, attr, new)\n", after: str = "", ret: str = "    return model\n") -> str:
+    """The reference replace_head with one piece swapped for a mistaken one."""
+    find = find if find is not None else (
+        "    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]\n")
+    return _SIGNATURE + before + find + f'''    new = {new}{to}
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+''' + put + after + ret
+
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. side effects on the caller's model and generators; one head shared between calls
+    "sets_eval_mode": (1, "narrow", {"replace_head": _replace(after="    model.eval()  # ready to predict\n")},
+                       ["test_rest_unchanged"]),
+    "freezes_the_backbone_too": (1, "narrow", {"replace_head": _replace(
+        before="    for p in model.parameters():  # only the new head should train\n        p.requires_grad = False\n")},
+        ["test_rest_unchanged"]),
+    "reseeds_torch_for_a_reproducible_head": (1, "narrow", {"replace_head": _replace(
+        before="    torch.manual_seed(0)  # the same new head every run\n")}, ["test_rest_unchanged"]),
+    "caches_the_new_head": (1, "narrow", {"replace_head": '''_HEADS = {}
+
+''' + _replace(new="_HEADS.setdefault((old.in_features, num_classes, old.bias is not None), "
+                   "nn.Linear(old.in_features, num_classes, bias=old.bias is not None))")}, ["test_head_replaced"]),
+    "head_as_default_argument": (1, "narrow", {"replace_head": '''def replace_head(model, num_classes, _made={}):
+    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    key = (old.in_features, num_classes)
+    if key not in _made:
+        _made[key] = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new = _made[key].to(device=old.weight.device, dtype=old.weight.dtype)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+    return model
+'''}, ["test_head_replaced"]),
+    # 3. something after the logits
+    "softmax_after_the_logits": (3, "how", {"replace_head": _replace(
+        put="    setattr(parent, attr, nn.Sequential(new, nn.Softmax(dim=1)))  # probabilities\n")}, ["test_head_replaced"]),
+    "relu_after_the_logits": (3, "how", {"replace_head": _replace(
+        put="    setattr(parent, attr, nn.Sequential(new, nn.ReLU()))\n")}, ["test_head_replaced"]),
+    # 4. the head found by its width or by the last child, not by its place
+    "head_found_by_width_1000": (4, "narrow", {"replace_head": _replace(
+        find="    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 1000][-1]\n")},
+        ["test_head_replaced"]),
+    "head_found_by_in_features": (4, "narrow", {"replace_head": _replace(
+        find="    name, old = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)"
+             " and m.in_features in (512, 1280, 960) and m.out_features >= 1000][-1]\n")}, ["test_head_replaced"]),
+    # 5. device or dtype only half matched
+    "matches_dtype_not_device": (5, "narrow", {"replace_head": _replace(to=".to(old.weight.dtype)")},
+                                 ["test_head_dtype_device"]),
+    "matches_device_not_dtype": (5, "narrow", {"replace_head": _replace(to=".to(next(model.parameters()).device)")},
+                                 ["test_head_dtype_device"]),
+    # 8. the wrong object returned
+    "returns_the_new_head": (8, "how", {"replace_head": _replace(ret="    return new\n")},
+                             ["test_head_shape", "test_head_replaced", "test_rest_unchanged"]),
+    "returns_the_parent_module": (8, "how", {"replace_head": _replace(ret="    return parent\n")},
+                                  ["test_rest_unchanged"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# reversed(list(named_modules())) and get_submodule; the layer built with factory kwargs; numpy count
+_ALTERNATIVE_REVERSED: dict[str, str] = {
+    "replace_head": '''def replace_head(model, num_classes):
+    for name, module in reversed(list(model.named_modules())):
+        if isinstance(module, nn.Linear):
+            break
+    *path, attr = name.split(".")
+    parent = model.get_submodule(".".join(path))
+    layer = nn.Linear(module.in_features, num_classes, bias=module.bias is not None,
+                      device=module.weight.device, dtype=module.weight.dtype)
+    setattr(parent, attr, layer)
+    return model
+''',
+    "count_trainable": '''import numpy as np
+
+def count_trainable(model):
+    return int(np.sum([np.prod(p.shape) for p in model.parameters() if p.requires_grad], dtype=np.int64))
+''',
+}
+
+# the parent found while walking named_modules; an nn.Sequential parent indexed by position
+_ALTERNATIVE_PARENT_WALK: dict[str, str] = {
+    "replace_head": '''def replace_head(model, num_classes):
+    slot = None
+    for parent in model.modules():
+        for key, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                slot = (parent, key, child)
+    parent, key, old = slot
+    fresh = nn.Linear(old.in_features, num_classes, old.bias is not None)
+    fresh = fresh.to(old.weight)        # same device and dtype as the old weight
+    if isinstance(parent, nn.Sequential) and key.isdigit():
+        parent[int(key)] = fresh
+    else:
+        setattr(parent, key, fresh)
+    return model
+''',
+    "count_trainable": '''def count_trainable(model):
+    return sum(map(torch.numel, filter(lambda p: p.requires_grad, model.parameters())))
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_REVERSED, _ALTERNATIVE_PARENT_WALK]
