@@ -24,11 +24,15 @@ trusted. The pieces:
 Everything here is independent of the library functions a student is asked to write, so a test never
 uses the function under test as its own oracle.
 
+>>> import torch
 >>> from tl_course import grading
->>> photos = grading.held_out_samples(per_class=5)           # 15 photos the notebook never sees
+>>> def replace_head(model, num_classes):                    # a student's answer, written by hand
+...     model[-1] = torch.nn.Linear(model[-1].in_features, num_classes)
+...     return model
 >>> with grading.trace(forbidden=grading.FORBIDDEN_HEAD) as t:
-...     replace_head(model, 3)                                # the student's function
->>> t.forbidden_called()                                       # [] when written by hand
+...     _ = replace_head(grading.toy_model(5), 3)
+>>> t.forbidden_called()                                      # [] when no library shortcut ran
+[]
 """
 from __future__ import annotations
 
@@ -113,7 +117,10 @@ def held_out_samples(per_class: int = 10, seed: int = 0, profile=None, root: Pat
 def held_out_dataset(preprocess: Callable, per_class: int = 10, seed: int = 0, profile=None):
     """:func:`held_out_samples` as an :class:`tl_course.data.ImageDataset` with the eval ``preprocess``.
 
-    >>> test = held_out_dataset(preprocess, per_class=10)
+    >>> from tl_course import preprocessing
+    >>> test = held_out_dataset(preprocessing("efficientnet_lite0", image_size=64), per_class=2)
+    >>> len(test), test[0][0].shape
+    (6, torch.Size([3, 64, 64]))
     """
     from .data import ImageDataset
 
@@ -127,6 +134,7 @@ def code_of(fn: Any):
     """The code object behind a function, bound or unbound method, ``functools.wraps`` wrapper (the wrapped
     function's: a decorator's wrapper code is shared by every function it decorates) or callable.
 
+    >>> import tl_course
     >>> code_of(tl_course.freeze) is tl_course.freezing.freeze.__code__
     True
     """
@@ -285,9 +293,14 @@ class trace:
     through a temporary log; with the ``spawn`` start method :attr:`Trace.worker_loaders` says workers ran
     unseen. Watch a callable object (an ``nn.Module``, a ``Compose``) to record calls of *that* object only.
 
+    >>> import tl_course
+    >>> def train_head(model, train, val):                   # a student's answer that calls fit
+    ...     return tl_course.fit(model, train, val, epochs=1, progress=False)
+    >>> val_data = toy_data(6, 3, seed=1)
     >>> with trace(watch={"fit": tl_course.fit}, forbidden=FORBIDDEN_FREEZE) as t:
-    ...     history = train_head(model, train_data, val_data)
+    ...     _ = train_head(toy_model(3), toy_data(12, 3), val_data)
     >>> t.calls["fit"][0]["val"] is val_data, t.forbidden_called()
+    (True, [])
     """
 
     def __init__(self, watch: Mapping[str, Any] | None = None, forbidden: Mapping[str, Any] | None = None,
@@ -369,7 +382,10 @@ def traced(fn: Callable, *args, watch: Mapping[str, Any] | None = None,
            forbidden: Mapping[str, Any] | None = None, **kwargs) -> tuple[Any, Trace]:
     """``(fn(*args, **kwargs), Trace)``: call a student function under :class:`trace`.
 
-    >>> model, t = traced(replace_head, net, 3, forbidden=FORBIDDEN_HEAD)
+    >>> import tl_course
+    >>> model, t = traced(tl_course.replace_head, toy_model(5), 3, forbidden=FORBIDDEN_HEAD)
+    >>> t.forbidden_called()                                  # the library's own replace_head is the shortcut
+    ['tl_course.replace_head']
     """
     with trace(watch=watch, forbidden=forbidden) as t:
         result = fn(*args, **kwargs)
@@ -387,9 +403,12 @@ class SpyDataset(torch.utils.data.Dataset):
     Reads are attributed in the grading process (``num_workers=0``; :attr:`Trace.worker_loaders` says when
     workers ran).
 
-    >>> train, val = SpyDataset(train_data, model), SpyDataset(val_data, model)
-    >>> history = train_head(model, train, val, device)
-    >>> val.trained()        # set() unless validation photos were trained on
+    >>> import tl_course
+    >>> model = toy_model(3)
+    >>> train, val = SpyDataset(toy_data(12, 3), model), SpyDataset(toy_data(6, 3, seed=1), model)
+    >>> _ = tl_course.fit(model, train, val, epochs=2, progress=False)
+    >>> val.trained(), len(train.trained())   # no validation example trained on; every training one
+    (set(), 12)
     """
 
     def __init__(self, dataset, model: nn.Module, head: nn.Module | None = None):
@@ -801,8 +820,8 @@ def head_with_dropout_and_bn(in_features: int, num_classes: int, hidden: int = 1
 def bn_modes(model: nn.Module) -> dict[str, bool]:
     """``{module name: training flag}`` of every BatchNorm layer.
 
-    >>> bn_modes(model)["bn1"]
-    False
+    >>> bn_modes(toy_model(3).eval())
+    {'2': False}
     """
     return {name: m.training for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
 
