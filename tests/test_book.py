@@ -104,6 +104,8 @@ def test_a_table_printed_by_a_code_cell_renders_as_a_table(tmp_path):
     config.pop("repository", None)
     config["html"] = {}
     config["launch_buttons"] = {}
+    extensions = config["sphinx"].get("local_extensions") or {}  # the book's own, from the repository
+    config["sphinx"]["local_extensions"] = {name: str(ROOT / folder) for name, folder in extensions.items()}
     (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
     (tmp_path / "page.md").write_text(TABLE_PAGE)

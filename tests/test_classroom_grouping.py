@@ -99,3 +99,43 @@ def test_groups_of_a_real_catalogue_are_a_partition_with_disjoint_cells(assignme
     for group in groups:
         cells = [gid for m in group for gid in catalogue.mistakes[m]]
         assert len(cells) == len(set(cells)), f"{group} change the same answer cell"
+
+
+def _calls_with_unknown_keywords(source: str) -> list[str]:
+    """Calls in ``source`` to a public ``tl_course`` function with a keyword that function does not take."""
+    import ast
+    import inspect
+
+    import tl_course
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else (
+            node.func.attr if isinstance(node.func, ast.Attribute) else None)
+        if name is None or name.startswith("_") or name not in tl_course.__all__:
+            continue
+        fn = getattr(tl_course, name)
+        try:
+            parameters = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            continue
+        found += [f"{name}({kw.arg}=...)" for kw in node.keywords if kw.arg and kw.arg not in parameters]
+    return found
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_every_catalogued_answer_calls_the_package_as_it_is(assignment):
+    """A mistake must lose points for its own fault, and an alternative keep them, not fail on a keyword the
+    package no longer takes (a TypeError would make any mistake 'caught' and any alternative 'wrong')."""
+    catalogue = load_catalogue(assignment)
+    if catalogue is None:
+        pytest.skip("no catalogue")
+    entries = {f"mistake {name}": cells for name, cells in catalogue.mistakes.items()}
+    entries |= {f"alternative {i + 1}": cells for i, cells in enumerate(catalogue.alternatives)}
+    stale = {f"{entry} / {grade_id}": bad for entry, cells in entries.items() for grade_id, source in cells.items()
+             if (bad := _calls_with_unknown_keywords(source))}
+    assert not stale, stale

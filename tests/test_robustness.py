@@ -528,6 +528,8 @@ def test_release_names_the_real_cause(breakage, match, tmp_path):
         source = json.dumps(nb)
     (tmp_path / "solutions" / name).mkdir(parents=True)
     (tmp_path / "solutions" / name / f"{name}.ipynb").write_text(source)
+    for config in ("_config.yml", "pyproject.toml"):  # a course root has them; the release reads both
+        (tmp_path / config).write_text((ROOT / config).read_text())
     with pytest.raises(RuntimeError, match=match) as err:
         release(name, root=tmp_path, release_dir=tmp_path / "out")
     assert "see the" not in str(err.value).lower()

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 __all__ = ["Mistake", "chapter_title", "chapter_objectives", "catalogue_mistakes"]
 
+#: a comment that heads a section of a catalogue, not a mistake: a rule, a numbered heading, a format line
+_HEADING = re.compile(r"[-—─=]{3,}|^\d+\.\s|^name:")
 _ADMONITION = re.compile(r"```\{admonition\} You will be able to\n(?::[^\n]*\n)*(?P<body>.*?)```", re.S)
 
 
@@ -48,33 +50,47 @@ def chapter_objectives(page: str) -> list[str]:
 
 
 def catalogue_mistakes(source: str) -> list[Mistake]:
-    """The mistakes of one catalogue file (its Python source), in file order: name, kind (from ``KIND``) and
-    the comment line(s) written right above the mistake in ``MISTAKES`` ('' when there is none).
+    """The mistakes of one catalogue file (its Python source), in file order: name, kind (from ``KIND``, or
+    the second field of a ``NEW_MISTAKES`` entry) and the comment line(s) written right above the mistake in
+    ``MISTAKES`` / ``NEW_MISTAKES`` ('' when there is none). Section headings among those comments (a rule of
+    dashes, a numbered heading such as ``# 2. selection discipline``) are not descriptions.
 
     >>> src = 'MISTAKES = {\\n    # Forgets the seed.\\n    "unseeded": {"cell": "x"},\\n}\\nKIND = {"unseeded": "how"}\\n'
     >>> catalogue_mistakes(src)
     [Mistake(name='unseeded', kind='how', description='Forgets the seed.')]
+    >>> src = ('MISTAKES = {\\n    # --- leak ----------\\n    # Tests on train.\\n    "on_train": {"c": "x"},\\n}\\n'
+    ...        'NEW_MISTAKES = {\\n    # 2. selection discipline\\n    "no_val": (2, "how", {"c": "y"}, ["t"]),\\n}\\n')
+    >>> [(m.name, m.kind, m.description) for m in catalogue_mistakes(src)]
+    [('on_train', '', 'Tests on train.'), ('no_val', 'how', '')]
     """
     tree = ast.parse(source)
     lines = source.splitlines()
-    mistakes, kinds = None, {}
+    tables, kinds = {}, {}
     for node in tree.body:
         target = node.target if isinstance(node, ast.AnnAssign) else (
             node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
         name = getattr(target, "id", None)
-        if name == "MISTAKES" and isinstance(node.value, ast.Dict):
-            mistakes = node.value
-        elif name == "KIND":
+        if name in ("MISTAKES", "NEW_MISTAKES") and isinstance(node.value, ast.Dict):
+            tables[name] = node.value
+        elif name == "KIND" and isinstance(node.value, ast.Dict):
             kinds = ast.literal_eval(node.value)
-    if mistakes is None:
+    if "MISTAKES" not in tables:
         raise ValueError("the catalogue has no MISTAKES = {...} dictionary.")
     out = []
-    for key in mistakes.keys:
-        if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
-            continue
-        comment, row = [], key.lineno - 2
-        while row >= 0 and lines[row].strip().startswith("#"):
-            comment.insert(0, lines[row].strip().lstrip("#").strip())
-            row -= 1
-        out.append(Mistake(key.value, kinds.get(key.value, ""), " ".join(comment)))
+    for table in tables.values():
+        for key, value in zip(table.keys, table.values):
+            if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
+                continue
+            comment, row = [], key.lineno - 2
+            while row >= 0 and lines[row].strip().startswith("#"):
+                text = lines[row].strip().lstrip("#").strip()
+                if _HEADING.search(text):
+                    break
+                comment.insert(0, text)
+                row -= 1
+            kind = kinds.get(key.value, "")
+            if (not kind and isinstance(value, ast.Tuple) and len(value.elts) > 1
+                    and isinstance(value.elts[1], ast.Constant)):
+                kind = value.elts[1].value
+            out.append(Mistake(key.value, kind, " ".join(comment)))
     return out

@@ -268,6 +268,14 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
     from traitlets.config import Config
 
     release_dir = Path(release_dir or root / "notebooks")
+    problems = _source_problems(root / "solutions" / assignment_id)
+    if problems:  # named before anything reads or rewrites the notebook
+        raise RuntimeError(f"nbgrader generate_assignment {assignment_id} cannot run: "
+                           + "; ".join(p.rstrip(". ") for p in problems[:3]) + ".")
+    for name in ("_config.yml", "pyproject.toml"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root} has no {name}: a release reads the repository URL and the version "
+                                    "from the course root's _config.yml and pyproject.toml.")
     sync_setup_cells(assignment_id, root)  # the badge and the install follow _config.yml and the version
     # ``make notebooks`` calls .venv/bin/python directly: nbgrader's `alembic` must still be found
     nbgrader_tools_on_path()

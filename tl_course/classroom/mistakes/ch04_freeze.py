@@ -316,7 +316,9 @@ import numpy as np
 ''')}, ["test_train_head_contract"]),
     # reads in DataLoader workers, which the contract forbids (the grader follows reads in this process)
     "fit_with_worker_processes": (2, "how", {"train_head": _TRAIN_HEADER + '''    freeze_backbone(model)
-    return fit(model, train_data, val_data, epochs=profile.finetune_epochs, num_workers=1,
+    from tl_course import TrainOptions
+
+    return fit(model, train_data, val_data, epochs=profile.finetune_epochs, options=TrainOptions(num_workers=1),
                optimizer=make_optimizer(model, 1e-2), device=device, progress=False)
 '''}, ["test_train_head"]),
 }
@@ -408,9 +410,12 @@ _ALTERNATIVE_FIT_KEYWORDS: dict[str, str] = {
     return torch.optim.AdamW((p for _, p in model.named_parameters() if p.requires_grad), lr=lr, weight_decay=0.0)
 ''',
     "train_head": '''def train_head(model, train_data, val_data, device):
+    from tl_course import TrainOptions
+
     trainable = freeze_backbone(model)
     history = fit(trainable, train=train_data, val=val_data, epochs=profile.finetune_epochs,
-                  optimizer=make_optimizer(trainable, lr=0.01), device=device, progress=False, seed=None)
+                  optimizer=make_optimizer(trainable, lr=0.01), device=device, progress=False,
+                  options=TrainOptions(seed=None))
     return history
 ''',
 }
