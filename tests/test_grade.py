@@ -183,7 +183,7 @@ def test_import_zip_collects_and_reports(tmp_readable, nbgrader_on_path):
     assert newer != BLANK.read_bytes()
     again = grade.import_zip(course, make_zip(tmp_readable / "late.zip", {"alice_ch02_cat_detector.ipynb": newer}),
                              ASSIGNMENT)
-    assert again == {"collected": {"alice": ["alice_ch02_cat_detector.ipynb"]}, "unmatched": []}
+    assert again == {"collected": {"alice": ["alice_ch02_cat_detector.ipynb"]}, "unmatched": [], "refused": []}
     assert (submitted / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == newer
     assert (submitted / "bob" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == BLANK.read_bytes()
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import sandbox
+from . import guard, safety, sandbox
 
 __all__ = ["Options", "Submission", "Report", "find_submissions", "import_zip", "grade_class", "record", "main"]
 
@@ -158,7 +158,7 @@ def _api(config):
 def _engine(db_url: str):
     import sqlalchemy as sa
 
-    return sa.create_engine(db_url)
+    return sa.create_engine(db_url, pool_pre_ping=True)  # a connection lost in a server restart is replaced
 
 
 def _tables(engine):
@@ -190,7 +190,8 @@ def folder_digest(folder: Path) -> str:
     """SHA-256 of a folder's files (names and bytes; hidden files and checkpoints left out)."""
     h = hashlib.sha256()
     for path in _visible_files(folder):
-        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        # os.fsencode: a name that is not UTF-8 (surrogate-escaped) hashes as its bytes, not an error
+        h.update(os.fsencode(path.relative_to(folder)) + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -220,10 +221,13 @@ def find_submissions(course: Path, assignments: list[str] | None = None,
 # Taking the class in: an LMS download through nbgrader's zip_collect
 # ---------------------------------------------------------------------------------------------
 def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = DEFAULT_NAME_REGEXP,
-               db_url: str | None = None) -> dict:
+               db_url: str | None = None, max_total: int = safety.MAX_ZIP_TOTAL,
+               max_entry: int = safety.MAX_ZIP_ENTRY) -> dict:
     """Put an LMS download (a zip of notebooks named ``<student id>_...<assignment>.ipynb``) into
     ``submitted/`` with nbgrader's ``zip_collect``. Returns ``{"collected": {student: [files]},
-    "unmatched": [file names]}``; a file whose name gives no student id or another notebook is unmatched.
+    "unmatched": [file names], "refused": [one sentence each]}``; a file whose name gives no student id or
+    another notebook is unmatched; a file over ``max_entry`` bytes (or past ``max_total`` in all) once
+    extracted, an archive inside the archive, or a student id that could be a path (``..``) is refused.
 
     >>> import_zip(Path("course"), Path("canvas.zip"), "ch03_replace_softmax")["unmatched"]
     ['README.txt']
@@ -231,7 +235,7 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
     import zipfile
 
     from nbgrader.apps.zipcollectapp import ZipCollectApp
-    from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
+    from nbgrader.plugins.zipcollect import ExtractorPlugin, FileNameCollectorPlugin
 
     course = course.resolve()
     if not zipfile.is_zipfile(archive):
@@ -239,6 +243,7 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
     config = course_config(course, resolve_db_url(course, db_url))
     _ensure_release(config, assignment)
     unmatched: list[str] = []
+    refused: list[str] = []
     duplicates: list[str] = []
     collected: dict[str, list[str]] = {}
     notebook = f"{assignment}.ipynb"
@@ -251,6 +256,10 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
             name = os.path.basename(submitted_file)
             if not info or os.path.splitext(str(info.get("file_id", "")))[0] + ".ipynb" != notebook:
                 unmatched.append(name)  # strict zip_collect skips a notebook of another name too
+            elif not safe_student_id(info["student_id"]):
+                refused.append(f"{safety.one_line(name)}: the student id {safety.one_line(info['student_id'])!r} "
+                               "could name a folder outside submitted/; not imported")
+                return None
             else:
                 if info["student_id"] in collected:
                     duplicates.append(f"{collected[info['student_id']][0]} and {name}")
@@ -261,6 +270,15 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
     config.ZipCollectApp.strict = True          # a notebook of another assignment is reported, not collected
     config.ZipCollectApp.force = True           # a newer download replaces the student's earlier files
     config.ZipCollectApp.collector_plugin = ReportingCollector
+
+    class CappedExtractor(ExtractorPlugin):
+        """Extracts the download as plain files within size caps (:func:`tl_course.classroom.safety.extract_zip`)."""
+
+        def extract(self, archive_path, extracted_path):
+            for path in sorted(Path(archive_path).iterdir()):
+                refused.extend(safety.extract_zip(path, Path(extracted_path), max_total=max_total, max_entry=max_entry))
+
+    config.ZipCollectApp.extractor_plugin = CappedExtractor
     archive_dir = course / "downloaded" / assignment / "archive"
     if archive_dir.exists():
         shutil.rmtree(archive_dir)
@@ -282,7 +300,10 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
                 raise GradingError(f"the zip holds two notebooks of one student ({'; '.join(duplicates)}): "
                                    "delete the older one and import again.") from None
             raise GradingError("nbgrader's zip_collect stopped (its message is above); nothing was imported.") from None
-    return {"collected": collected, "unmatched": sorted(unmatched)}
+    return {"collected": collected, "unmatched": sorted(unmatched), "refused": refused}
+
+
+safe_student_id = safety.safe_student_id
 
 
 @contextmanager
@@ -324,8 +345,8 @@ def _replay_class():
                     a.cell_type == b.cell_type and a.source == b.source for a, b in zip(ran.cells, nb.cells))
                 if same:
                     for cell, done in zip(nb.cells, ran.cells):
-                        if cell.cell_type == "code":
-                            cell.outputs = done.get("outputs", [])
+                        if cell.cell_type == "code":  # bounded and escaped again: the grader trusts no size
+                            cell.outputs = nbformat.from_dict(safety.neutralise_outputs(done.get("outputs", [])))
                             cell.execution_count = done.get("execution_count")
                             if "execution" in done.get("metadata", {}):  # nbclient's per-cell timing
                                 cell.metadata["execution"] = done.metadata["execution"]
@@ -340,6 +361,33 @@ def _replay_class():
             return nb, resources
 
     return ReplayOutputs
+
+
+def _default_feedback_preprocessors() -> list:
+    from nbgrader.converters import GenerateFeedback
+
+    return GenerateFeedback.class_traits()["preprocessors"].make_dynamic_default()
+
+
+@functools.lru_cache(maxsize=None)
+def _hide_tests_class():
+    from nbgrader.preprocessors import NbGraderPreprocessor
+    from traitlets import Bool
+
+    class HideTestSource(NbGraderPreprocessor):
+        """In the feedback, a graded test cell shows its name and failure message, not the hidden tests'
+        source (:func:`tl_course.classroom.safety.hide_test_source`); ``show_test_source`` keeps it (practice)."""
+
+        show_test_source = Bool(False, help="show the hidden tests in the feedback").tag(config=True)
+
+        def preprocess_cell(self, cell, resources, index):
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution") \
+                    and not self.show_test_source:
+                safety.hide_test_source(cell)
+            return cell, resources
+
+    return HideTestSource
 
 
 def record(config, sub: Submission, result: dict, feedback: bool = True, work: Path | None = None) -> tuple[float, float]:
@@ -385,7 +433,14 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
                 raise GradingError(f"nbgrader could not record {sub.student}/{sub.assignment} even as a failure: "
                                    f"{sandbox._autograde_failure(done)}")
         if feedback:
+            before = list(cfg.GenerateFeedback.get("preprocessors", None) or _default_feedback_preprocessors())
+            cfg.GenerateFeedback.preprocessors = [*before, _hide_tests_class()]
+            cfg.HTMLExporter.sanitize_html = True  # student markup in Markdown cells and outputs
+            api = _api(cfg)
             api.generate_feedback(sub.assignment, sub.student, force=True)
+            for page in (Path(cfg.CourseDirectory.root) / "feedback" / sub.student / sub.assignment).glob("*.html"):
+                page.write_text(safety.harden_feedback_html(page.read_text(encoding="utf-8", errors="replace")),
+                                encoding="utf-8")
         with Gradebook(cfg.CourseDirectory.db_url) as gb:
             submission = gb.find_submission(sub.assignment, sub.student)
             score = (submission.score, submission.max_score)
@@ -515,14 +570,20 @@ def default_workers() -> int:
 
 def grade_class(opts: Options) -> Report:
     """Grade every submission that is new or changed (all with ``force``); see the module docstring.
+    A second grader on the same course (or gradebook) is refused (:func:`tl_course.classroom.guard.course_lock`).
 
-    >>> report = grade_class(Options(course=Path("."), workers=4))
-    >>> len(report.graded), report.failed
+    >>> report = grade_class(Options(course=Path("."), workers=4))  # doctest: +SKIP
+    >>> len(report.graded), report.failed  # doctest: +SKIP
     (180, {})
     """
-    start = time.perf_counter()
     course = Path(opts.course).resolve()
     db_url = resolve_db_url(course, opts.db_url)
+    with guard.course_lock(course, db_url):
+        return _grade_class(opts, course, db_url)
+
+
+def _grade_class(opts: Options, course: Path, db_url: str) -> Report:
+    start = time.perf_counter()
     config = course_config(course, db_url)
     if opts.cell_timeout is None:
         opts.cell_timeout = int(config.Execute.get("timeout", 0) or config.ExecutePreprocessor.get("timeout", 0) or 300)
@@ -531,8 +592,8 @@ def grade_class(opts: Options) -> Report:
     subs = find_submissions(course, opts.assignments or None, opts.students or None)
     report = Report()
     engine = _engine(db_url)
-    ledger, sources = _tables(engine)
-    done = _ledger_rows(engine, ledger)
+    ledger, sources = guard.with_retries(lambda: _tables(engine), lambda: guard.reachable(engine))
+    done = guard.with_retries(lambda: _ledger_rows(engine, ledger), lambda: guard.reachable(engine))
     todo = [s for s in subs if opts.force or done.get((s.student, s.assignment)) != s.digest]
     report.skipped = [(s.student, s.assignment) for s in subs if s not in todo]
     workers = max(1, opts.workers or default_workers())
@@ -551,7 +612,8 @@ def grade_class(opts: Options) -> Report:
         if opts.warm:
             _warm(ex, config, templates, opts, threads, work)
         _run_jobs(ex, todo, templates, opts, threads, config, engine, ledger, report, work)
-    report.csv, report.summary = write_reports(config, engine, ledger, opts.out or course / "grading")
+    report.csv, report.summary = guard.with_retries(
+        lambda: write_reports(config, engine, ledger, opts.out or course / "grading"), lambda: guard.reachable(engine))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -611,7 +673,16 @@ def _run_jobs(ex, todo, templates, opts, threads, config, engine, ledger, report
 
     def submit(sub: Submission) -> None:
         attempts[sub] = attempts.get(sub, 0) + 1
-        pending[ex.submit(sandbox.run_job, make_job(templates[sub.assignment], sub, opts, threads))] = sub
+        try:
+            job = make_job(templates[sub.assignment], sub, opts, threads)
+        except (OSError, ValueError) as err:  # an unreadable file in one submission fails that one only
+            future: Future = Future()
+            future.set_result({"status": "failed", "seconds": 0.0, "timings": {}, "reason": (
+                f"the submission's files could not be read ({type(err).__name__}: {err}); every test cell scores 0.")})
+            attempts[sub] = opts.retries + 1
+            pending[future] = sub
+            return
+        pending[ex.submit(sandbox.run_job, job)] = sub
 
     for sub in todo:
         submit(sub)
@@ -628,8 +699,9 @@ def _run_jobs(ex, todo, templates, opts, threads, config, engine, ledger, report
                 if result["status"] == "failed" and attempts[sub] <= opts.retries:
                     submit(sub)  # a neighbour can take a kernel down (same sandbox user): try once more
                     continue
-                score = record(config, sub, result, feedback=opts.feedback, work=work)
-                _write_ledger(engine, ledger, sub, result, score)
+                up = lambda: guard.reachable(engine)  # noqa: E731 - a gradebook outage is waited out, then resumed
+                score = guard.with_retries(lambda: record(config, sub, result, feedback=opts.feedback, work=work), up)
+                guard.with_retries(lambda: _write_ledger(engine, ledger, sub, result, score), up)
                 key = (sub.student, sub.assignment)
                 report.graded.append(key)
                 report.timings[key] = {"seconds": result.get("seconds", 0.0), **result.get("timings", {})}
@@ -696,7 +768,8 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path]:
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         lines += ["", "## Not graded (scored 0, the reason is in their feedback)", ""]
-        lines += [f"- {r.student_id} / {r.assignment_id}: {r.reason}" for r in failed]
+        lines += [f"- {safety.one_line(r.student_id)} / {safety.one_line(r.assignment_id)}: "
+                  f"{safety.one_line(r.reason)}" for r in failed]
     summary_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, summary_path
 
@@ -763,7 +836,9 @@ def main(argv: list[str] | None = None) -> int:
             n = sum(len(v) for v in found["collected"].values())
             print(f"imported {n} notebook(s) of {len(found['collected'])} student(s) into submitted/")
             for name in found["unmatched"]:
-                print(f"could not match (no student id, or another notebook): {name}")
+                print(f"could not match (no student id, or another notebook): {safety.one_line(name)}")
+            for why in found["refused"]:
+                print(f"refused: {why}")
         opts = Options(course=course, assignments=args.assignment, students=args.student, db_url=args.db_url,
                        workers=args.workers, threads=args.threads,
                        scheduler=args.scheduler or ("local" if args.dask else None), timeout=args.timeout,
@@ -771,8 +846,8 @@ def main(argv: list[str] | None = None) -> int:
                        force=args.force, retries=args.retries, warm=not args.no_warm, out=args.out,
                        progress=not args.quiet, feedback=not args.no_feedback)
         report = grade_class(opts)
-    except GradingError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (GradingError, guard.AnotherGrader, guard.GradebookUnreachable) as err:
+        print(f"error: {safety.escape_control(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stopped: what was recorded stays; run the same command again to grade the rest.", file=sys.stderr)

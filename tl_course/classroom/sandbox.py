@@ -1,10 +1,10 @@
 """Run one untrusted submission through nbgrader's autograde, walled off from everything else.
 
-A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict), so it runs the
-same in a local thread pool or on a remote Dask worker:
+A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict, made by
+``tl_course.classroom.grade.make_job``), so it runs the same in a local thread pool or on a remote Dask worker:
 
->>> result = run_job(job)            # job: see tl_course.classroom.grade.make_job
->>> result["status"], result["reason"]
+>>> result = run_job(job)            # doctest: +SKIP
+>>> result["status"], result["reason"]  # doctest: +SKIP
 ('graded', '')
 
 What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
@@ -52,6 +52,8 @@ PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "TL_COURSE
             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 MARKER = "TL_COURSE_GRADE_JOB"
+#: an executed notebook larger than this (outputs already trimmed in the child) is not read by the grader
+MAX_EXECUTED_BYTES = 64 * 2**20
 #: set by the grader on Ctrl-C: running jobs kill their notebooks and return at once
 STOP = threading.Event()
 SCRIPT = Path(__file__).resolve()
@@ -71,9 +73,9 @@ def run_job(job: dict) -> dict:
     token = secrets.token_hex(8)
     # jobs live in a folder only the grader can list (0711), under unguessable names: another job's kernel
     # cannot find this one's working copy
-    base = Path(job.get("work_dir") or tempfile.gettempdir()) / f"tl_course-grade-{os.getuid()}"
-    base.mkdir(parents=True, exist_ok=True)
-    os.chmod(base, 0o711)
+    base = jobs_base(job.get("work_dir"))
+    remove_leftovers(base)  # the job folders of a killed run (hidden tests in their gradebooks)
+    lock = _hold_job_lock(base, token)
     jobdir = Path(tempfile.mkdtemp(prefix=f"job-{token}-", dir=base))
     os.chmod(jobdir, 0o711)
     try:
@@ -86,10 +88,18 @@ def run_job(job: dict) -> dict:
             try:
                 info = json.loads(result_file.read_text())
                 out["timings"], out["phase1"] = info.get("timings", {}), info.get("scores", {})
+                # the executed notebook is where nbgrader writes it, never where result.json points
+                executed = (jobdir / "course" / "autograded" / job["student"] / job["assignment"]
+                            / f"{job['assignment']}.ipynb")
                 if not info.get("success"):
                     out.update(status="failed", reason=info.get("reason") or "nbgrader could not autograde it.")
+                elif executed.stat().st_size > MAX_EXECUTED_BYTES:
+                    out.update(status="failed", reason=(
+                        f"the executed notebook is {executed.stat().st_size / 2**20:.0f} MiB, over the "
+                        f"{MAX_EXECUTED_BYTES // 2**20} MiB a notebook may take once its outputs are trimmed; "
+                        "every test cell scores 0."))
                 else:
-                    out["executed"] = Path(info["executed"]).read_text(encoding="utf-8")
+                    out["executed"] = executed.read_text(encoding="utf-8", errors="replace")
             except (OSError, ValueError, KeyError) as err:
                 out.update(status="failed",
                            reason=f"the grading process left no readable result ({type(err).__name__}); "
@@ -99,6 +109,63 @@ def run_job(job: dict) -> dict:
     finally:
         _kill_job_processes(token)
         shutil.rmtree(jobdir, ignore_errors=True)
+        (base / f"job-{token}.lock").unlink(missing_ok=True)
+        os.close(lock)
+
+
+def jobs_base(work_dir: str | None = None) -> Path:
+    """The folder holding the job folders of whoever runs the grader (0711: nobody else can list it)."""
+    base = Path(work_dir or tempfile.gettempdir()) / f"tl_course-grade-{os.getuid()}"
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o711)
+    return base
+
+
+def _hold_job_lock(base: Path, token: str) -> int:
+    """An open, locked ``job-<token>.lock`` beside the job's folder: while a job runs, its lock is held."""
+    import fcntl
+
+    fd = os.open(base / f"job-{token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_leftovers(base: Path, min_age: float = 60.0) -> list[str]:
+    """Delete the job folders (and locks) in ``base`` whose job no longer runs (its lock is free: the
+    process that held it is gone) and that are older than ``min_age`` seconds. Returns their names.
+
+    >>> import tempfile
+    >>> base = Path(tempfile.mkdtemp())
+    >>> (base / "job-0123abcd-x1").mkdir(); (base / "job-0123abcd.lock").touch()
+    >>> remove_leftovers(base, min_age=0), sorted(p.name for p in base.iterdir())
+    (['job-0123abcd-x1', 'job-0123abcd.lock'], [])
+    """
+    import fcntl
+
+    removed = []
+    now = time.time()
+    for path in sorted(base.glob("job-*")):
+        try:
+            if now - path.lstat().st_mtime < min_age:
+                continue
+            token = path.name.split("-")[1].removesuffix(".lock")
+            lock = base / f"job-{token}.lock"
+            if lock.exists():
+                fd = os.open(lock, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its job still runs
+                finally:
+                    os.close(fd)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+        except (OSError, IndexError):
+            continue
+    return removed
 
 
 def _write_working_copy(job: dict, jobdir: Path) -> None:
@@ -373,6 +440,10 @@ def _guarded_execute_class():
             graded = cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
             before = await self._probe() if graded else []
             cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            if cell.cell_type == "code":  # one huge line or output is cut here, before it is written anywhere
+                import nbformat
+
+                cell.outputs = nbformat.from_dict(_safety().neutralise_outputs(cell.outputs))
             if graded:
                 problems = before + [p for p in await self._probe() if p not in before]
                 if problems:
@@ -394,6 +465,17 @@ def _guarded_execute_class():
                 _kill_notebook_processes()
 
     return GuardedExecute
+
+
+@functools.lru_cache(maxsize=None)
+def _safety():
+    """``tl_course.classroom.safety``, loaded from beside this file (it runs as a script: no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tl_course_classroom_safety", SCRIPT.parent / "safety.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _kill_notebook_processes() -> None:
