@@ -252,8 +252,11 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
         """nbgrader's file-name collector, remembering which files it could not match."""
 
         def collect(self, submitted_file):
-            info = super().collect(submitted_file)
+            # the expression sees the path inside the download ("/<path in the zip>"), not the course's own
+            # folders: a course under /tmp/test_x/ must not make "test" the student of "_ch02_....ipynb"
             name = os.path.basename(submitted_file)
+            inside = os.path.relpath(submitted_file, course / "downloaded" / assignment / "extracted")
+            info = super().collect(submitted_file if inside.startswith("..") else "/" + inside)
             if not info or os.path.splitext(str(info.get("file_id", "")))[0] + ".ipynb" != notebook:
                 unmatched.append(name)  # strict zip_collect skips a notebook of another name too
             elif not safe_student_id(info["student_id"]):
