@@ -52,6 +52,11 @@ PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "TL_COURSE
             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 MARKER = "TL_COURSE_GRADE_JOB"
+#: the user the student kernel runs as, behind the namespaces wall (its own PID, mount and network
+#: namespaces keep two kernels of the same user apart)
+KERNEL_USER = "nobody"
+#: size of each of the kernel's writable file systems (its HOME and its TMPDIR), MiB
+SCRATCH_MB = 1024
 #: an executed notebook larger than this (outputs already trimmed in the child) is not read by the grader
 MAX_EXECUTED_BYTES = 64 * 2**20
 #: set by the grader on Ctrl-C: running jobs kill their notebooks and return at once
@@ -182,6 +187,20 @@ def _write_working_copy(job: dict, jobdir: Path) -> None:
         (jobdir / sub).mkdir()
     (course / "job.json").write_text(json.dumps({k: job[k] for k in (
         "assignment", "student", "cell_timeout", "integrity") if k in job}))
+    # what only the grading process may read (the private gradebook holds the hidden tests): the kernel,
+    # another user behind the wall, may pass through the course folder to its working folder, not list it
+    for path in (course / "gradebook.db", course / "job.json"):
+        os.chmod(path, 0o600)
+    for path in (course / "source", course / "submitted", jobdir / "runtime"):
+        if path.exists():
+            os.chmod(path, 0o700)
+    os.chmod(course, 0o711)
+    # the kernel spec nbclient finds first (JUPYTER_PATH): this script drops to KERNEL_USER, then ipykernel
+    spec = jobdir / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-P", str(SCRIPT), "kernel", "{connection_file}", str(jobdir / "home")],
+        "display_name": "Python 3 (sandboxed)", "language": "python"}))
 
 
 
@@ -196,6 +215,7 @@ def sandbox_env(job: dict, jobdir: Path, token: str) -> dict:
     env.update({"HOME": str(jobdir / "home"), "TMPDIR": str(jobdir / "tmp"),
                 "JUPYTER_RUNTIME_DIR": str(jobdir / "runtime"), "JUPYTER_DATA_DIR": str(jobdir / "home"),
                 "IPYTHONDIR": str(jobdir / "home" / ".ipython"), "MPLCONFIGDIR": str(jobdir / "tmp"),
+                "JUPYTER_PATH": str(jobdir / "jupyter"),
                 "PYTHONSAFEPATH": "1",  # the notebook's folder is not on sys.path: no tl_course.py look-alike
                 "PYTHONDONTWRITEBYTECODE": "1", MARKER: token})
     env.setdefault("MPLBACKEND", "Agg")
@@ -229,7 +249,9 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
         return "failed", ("the grader was asked for --isolation namespaces, but this machine cannot make them "
                           "(it needs root and util-linux unshare).")
     if isolated:
-        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []))
+        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []), scratch_mb=int(job.get("scratch_mb") or SCRATCH_MB))
+    else:  # no wall: the kernel runs as the grader's user, as it always did (the summary says so)
+        shutil.rmtree(jobdir / "jupyter", ignore_errors=True)
     log = open(jobdir / "child.log", "wb")
     try:
         proc = subprocess.Popen(cmd, cwd=jobdir / "course", env=sandbox_env(job, jobdir, token),
@@ -277,45 +299,132 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=None)
 def namespaces_available() -> bool:
-    """Whether this machine can put a job in its own mount and PID namespaces (root, util-linux)."""
-    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+    """Whether this machine can put a job in its own mount, PID and network namespaces and run its kernel
+    as :data:`KERNEL_USER` (root, util-linux's unshare and setpriv, iproute2's ip)."""
+    import pwd
+
+    if os.geteuid() != 0 or not all(shutil.which(p) for p in ("unshare", "setpriv", "ip")):
         return False
-    probe = subprocess.run(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
-                           capture_output=True)
+    try:
+        pwd.getpwnam(KERNEL_USER)
+    except KeyError:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "--kill-child",
+                            "sh", "-c", "ip link set lo up"], capture_output=True)
     return probe.returncode == 0
 
 
-def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = ()) -> list[str]:
-    """``cmd`` inside new mount and PID namespaces: the whole file system read-only except the job's own
-    folder and a private /dev/shm, the course folder and credential files hidden, the grader's processes
-    invisible, and every capability dropped (so the notebook, root or not, cannot remount anything).
-    Killing the namespace's first process kills every process the notebook started."""
+def kernel_ids() -> tuple[int, int]:
+    """The uid and gid of :data:`KERNEL_USER`."""
+    import pwd
+
+    entry = pwd.getpwnam(KERNEL_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch_mb: int = SCRATCH_MB) -> list[str]:
+    """``cmd`` inside new mount, PID and network namespaces: the whole file system read-only except the
+    job's own folder and a private /dev/shm, the course folder and credential files hidden, the grader's
+    processes invisible, a network of its own with nothing but loopback (no other job's kernel, no
+    database, no internet), and every capability dropped but the three the grading process needs to start
+    the kernel as :data:`KERNEL_USER` and to stop it (setuid, setgid, kill). The kernel writes only to its
+    own size-limited file systems (HOME and TMPDIR, ``scratch_mb`` MiB each, and /dev/shm): a notebook
+    that fills them fills nobody else's. Killing the namespace's first process kills every process the
+    notebook started."""
     import shlex
 
     q = shlex.quote
+    uid, gid = kernel_ids()
     # the job's folder is moved back onto an empty folder of jobs: other notebooks graded now are not reachable
     job, base = q(str(jobdir)), q(str(jobdir.parent))
     steps = ["mount --make-rprivate /", "mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm",
              f"mkdir /dev/shm/.job && mount --bind {job} /dev/shm/.job",
              f"mount -t tmpfs -o size=1m,mode=0711 tmpfs {base}",
-             f"mkdir {job} && mount --move /dev/shm/.job {job} && rmdir /dev/shm/.job"]
-    for path in hide:
+             f"mkdir {job} && mount --move /dev/shm/.job {job} && rmdir /dev/shm/.job",
+             "ip link set lo up"]
+    steps += _expose_steps(kernel_needs())
+    for sub in ("home", "tmp"):
+        steps.append(f"mkdir -p {q(str(jobdir / sub))} && mount -t tmpfs -o size={int(scratch_mb)}m,mode=0700,"
+                     f"uid={uid},gid={gid},nosuid,nodev tmpfs {q(str(jobdir / sub))}")
+    for path in hide:  # (one inside a folder already covered by _expose_steps is gone: nothing to hide)
         if os.path.isdir(path):
-            steps.append(f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(path)}")
+            steps.append(f"if [ -d {q(path)} ]; then mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(path)}; fi")
         elif os.path.exists(path):
-            steps.append(f"mount --bind /dev/null {q(path)}")
+            steps.append(f"if [ -e {q(path)} ]; then mount --bind /dev/null {q(path)}; fi")
     steps.append("mount -o remount,bind,ro /")
     # `remount,bind,ro /` is not recursive: every other mount (a separate /home or /data, /sys/fs/cgroup, ...)
     # would stay writable to the notebook, which is still user root. Make each one read-only, except the job's.
-    keep = " ".join(q(p) for p in (str(jobdir), "/dev/shm", "/proc", "/dev/pts"))
+    keep = " ".join(q(p) for p in (str(jobdir), str(jobdir / "home"), str(jobdir / "tmp"), "/dev/shm", "/proc",
+                                   "/dev/pts"))
     steps.append("for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do "
                  f"case \" {keep} \" in *\" $m \"*) continue;; esac; "
                  "mount -o remount,bind,ro \"$m\" 2>/dev/null || true; done")
     steps.append("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
-    steps.append("exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "
+    steps.append("exec setpriv --bounding-set=-all,+setuid,+setgid,+kill --inh-caps=-all --no-new-privs -- "
                  + " ".join(q(c) for c in cmd))
-    return ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
+    return ["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "--kill-child", "--",
             "sh", "-ec", " && ".join(steps)]
+
+
+def kernel_needs() -> list[str]:
+    """What the kernel (:data:`KERNEL_USER`) must reach: the Python it runs, the course package, the photos
+    and the shared caches named in the environment."""
+    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), str(PACKAGE_DIR.parent)}
+    paths |= {os.environ[k] for k in ("TL_COURSE_DATA", "TL_COURSE_CACHE", "TORCH_HOME", "HF_HOME") if os.environ.get(k)}
+    paths |= {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    found = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
+    return [p for p in found if not any(p.startswith(other + os.sep) for other in found)]
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The highest folder above ``path`` that others may not pass through (no o+x), if any."""
+    parts = Path(path).parts
+    for i in range(1, len(parts)):
+        folder = str(Path(*parts[:i]))
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return folder
+        except OSError:
+            return None
+    return None
+
+
+def _expose_steps(paths: list[str]) -> list[str]:
+    """Shell steps (as root, in the job's mount namespace) that make each of ``paths`` reachable by the
+    kernel user when a folder above it is closed (a Python under /root): that folder is covered by an
+    empty one others may pass through, and each path is mounted back into it. What else the closed
+    folder held stays out of the kernel's reach."""
+    import shlex
+
+    q = shlex.quote
+    closed: dict[str, list[str]] = {}
+    for path in paths:
+        top = _closed_ancestor(path)
+        if top is not None:
+            closed.setdefault(top, []).append(path)
+    steps = []
+    for n, (top, inside) in enumerate(sorted(closed.items())):
+        stage = [f"/dev/shm/.expose-{n}-{i}" for i in range(len(inside))]
+        steps += [f"mkdir {st} && mount --bind {q(p)} {st}" for st, p in zip(stage, inside)]
+        steps.append(f"mount -t tmpfs -o size=1m,mode=0711 tmpfs {q(top)}")
+        steps += [f"mkdir -p {q(p)} && mount --move {st} {q(p)} && rmdir {st}" for st, p in zip(stage, inside)]
+    return steps
+
+
+def _launch_kernel(connection_file: str, home: str, extra: list[str] = ()) -> None:
+    """In the grading process, started by nbclient as the kernel: read the connection file (root's), drop to
+    :data:`KERNEL_USER` with no capability left, and become ipykernel with a private copy of the file."""
+    data = Path(connection_file).read_bytes()
+    if os.geteuid() == 0:
+        uid, gid = kernel_ids()
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)  # from root to another user: every capability goes with it
+    os.umask(0o077)
+    mine = Path(home) / ".kernel" / "connection.json"
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_bytes(data)
+    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", str(mine), *extra])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -582,4 +691,6 @@ def _timings(executed: Path, t0: float) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "execute":
         sys.exit(_execute(Path(sys.argv[2])))
+    if len(sys.argv) >= 4 and sys.argv[1] == "kernel":  # nbclient may add arguments for ipykernel
+        _launch_kernel(sys.argv[2], sys.argv[3], sys.argv[4:])
     sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by tl_course.classroom.grade, not by hand)")
