@@ -2,7 +2,7 @@
 #   make book   installs what it needs and builds the book with every chapter executed (_build/html)
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
 #   make test-fast  only the package tests (pytest -m "not slow")
-#   make grade  grade the class in submitted/ (python -m tl_course.classroom.grade; see book/instructors.md)
+#   make grade  grade the class in submitted/ (python -m tl_course.classroom grade; see book/instructors.md)
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
 
 PYTHON ?= python3

@@ -1,5 +1,5 @@
 """The graded notebooks, checked the way an instructor uses them: a whole class graded by
-``python -m tl_course.classroom.grade`` (nbgrader's own autograde, feedback and export) into a real PostgreSQL.
+``python -m tl_course.classroom grade`` (nbgrader's own autograde, feedback and export) into a real PostgreSQL.
 
 The class (:func:`classroom`): ``N_STUDENTS`` students x every assignment in ``solutions/``. Per
 assignment the students hand in the reference solution, the untouched student notebook, the correct
@@ -25,19 +25,16 @@ gradebook, a re-run changes nothing, a changed submission is regraded, the hosti
 their own points (with the reason in their feedback), the reports list everything.
 
 Speed: one autograde costs a kernel start, the torch import, the model load and the whole notebook, so
-mistakes are *grouped* into one submission where that stays a valid proof (:func:`group_mistakes`): two
-mistakes share a submission only if they change different answer cells and neither's answer cells can
-reach the test cells the other must fail, by a conservative name-level data flow over the notebook
-(:func:`cell_dependencies`). Each mistake is then still proven by a failing cell only it can cause.
+mistakes are *grouped* into one submission where that stays a valid proof
+(:func:`tl_course.classroom.grouping.group_mistakes`: two mistakes share a submission only if they change
+different answer cells and neither's answer cells can reach the test cells the other must fail, by a
+conservative name-level data flow over the notebook). Each mistake is then still proven by a failing cell
+only it can cause; ``tests/test_classroom_grouping.py`` tests the grouping itself.
 ``TL_COURSE_GROUP_MISTAKES=0`` grades every mistake alone (slow; for checking the grouping itself).
 """
 from __future__ import annotations
 
-import ast
-import builtins
 import difflib
-import importlib.util
-import symtable
 import os
 import re
 import shutil
@@ -48,17 +45,17 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import nbformat
 import pytest
 
+from tl_course.classroom.grouping import cell_dependencies, group_mistakes, load_catalogue, student_id
+from tl_course.classroom.notebooks import (SOLUTION_MARKERS, answers, cell_points, code_layout, fill_submission,
+                                           grade_id, graded_points, is_graded, is_test, reference_answers)
 from tl_course.classroom.release import ROOT, assignments, colab_url, repository_url
 
 ASSIGNMENTS = assignments()
-MISTAKES_DIR = ROOT / "tl_course" / "classroom" / "mistakes"
 TEST_CELL_SECONDS = 30  # nbgrader's default per-cell timeout: what a course with default settings would allow
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 KINDS = {"leak": "graded on data the student could see or train on (test/val photos, rebindable globals)",
          "how": "right-looking result obtained the wrong way (data used, LRs, BN modes, weights moved/kept)",
          "forbidden": "a library shortcut where the text says 'write it yourself'",
@@ -68,185 +65,8 @@ POINTS_PER_ASSIGNMENT = 10
 
 
 # ---------------------------------------------------------------------------------------------
-# Known mistakes
-# ---------------------------------------------------------------------------------------------
-def load_mistakes(assignment_id: str) -> SimpleNamespace | None:
-    """``tl_course/classroom/mistakes/<id>.py`` as a namespace: ``MISTAKES``, ``MUST_FAIL``, ``KIND`` and ``ALTERNATIVE``
-    (the last two default to empty), or None if the file does not exist."""
-    path = MISTAKES_DIR / f"{assignment_id}.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location(f"_course_mistakes_{assignment_id}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return SimpleNamespace(MISTAKES=module.MISTAKES, MUST_FAIL=module.MUST_FAIL,
-                           KIND=getattr(module, "KIND", {}), ALTERNATIVE=getattr(module, "ALTERNATIVE", {}))
-
-
-def student_id(mistakes: str | tuple[str, ...]) -> str:
-    names = (mistakes,) if isinstance(mistakes, str) else mistakes
-    return "mistake-" + "+".join(names)
-
-
-# ---------------------------------------------------------------------------------------------
-# Grouping mistakes into one submission where that stays a valid proof
-# ---------------------------------------------------------------------------------------------
-def _statements(source: str) -> list[tuple[set[str], set[str], bool, set[str]]]:
-    """Per top-level statement of a cell: (global names read, names bound, whether the bind is
-    unconditional, names bound to a module, function or class). Scoping comes from ``symtable``, so a function's
-    parameters and locals are not mistaken for notebook globals; IPython magics and shell lines are dropped."""
-    text = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return []
-    out = []
-    for node in tree.body:
-        src = ast.unparse(node)
-        table = symtable.symtable(src, "<cell>", "exec")
-        reads, binds = set(), set()
-        for sym in table.get_symbols():
-            if sym.is_referenced():
-                reads.add(sym.get_name())
-            if sym.is_assigned() or sym.is_imported():
-                binds.add(sym.get_name())
-        stack = list(table.get_children())
-        while stack:  # nested scopes: implicit globals they read, names they declare global and assign
-            t = stack.pop()
-            stack.extend(t.get_children())
-            for sym in t.get_symbols():
-                if (sym.is_global() or sym.is_free()) and sym.is_referenced():
-                    reads.add(sym.get_name())
-                if sym.is_declared_global() and sym.is_assigned():
-                    binds.add(sym.get_name())
-        unconditional = isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef,
-                                          ast.ClassDef, ast.Import, ast.ImportFrom))
-        if isinstance(node, ast.For):
-            # the body sees the loop target freshly bound, never its old value
-            targets = {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
-            in_iter = {n.id for n in ast.walk(node.iter) if isinstance(n, ast.Name)}
-            reads = reads - (targets - in_iter)
-            if isinstance(node.iter, (ast.Tuple, ast.List)) and node.iter.elts:
-                # a loop over a non-empty literal always rebinds its target: kill those names' old taint
-                out.append((reads - set(dir(builtins)), targets, True, set()))
-                binds = binds - targets
-        # names that hold modules, functions or classes: passing an object to a function changes the object,
-        # not the function, so these are never tainted by being read
-        modules = binds if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
-                                             ast.ClassDef)) else set()
-        out.append((reads - set(dir(builtins)), binds, unconditional, modules))
-    return out
-
-
-def cell_dependencies(cells: list[tuple[str, str | None, list[str]]]) -> dict[str, set[str]]:
-    """For every graded test cell, the answer cells whose code can influence it.
-
-    ``cells``: the code cells in notebook order, ``(kind, grade_id, sources)`` with kind ``"answer"``,
-    ``"test"`` or ``"other"``; an answer cell lists every source it may hold (reference and mistakes).
-    Conservative data flow by name, statement by statement: a statement depends on the answer cells that
-    tainted any global it reads (a function's body included); it taints the names it binds (an unconditional
-    top-level binding replaces the old taint) *and* every name it reads except names of modules, functions
-    and classes, because calling a student function on an object may change that object. Passes repeat until nothing changes,
-    because a function body reads globals bound later. Not covered: a student monkey-patching a module (no
-    catalogue mistake does).
-    """
-    parsed, modules = [], set()
-    for kind, grade_id, sources in cells:
-        statements = [st for src in sources for st in _statements(src)]
-        if kind == "answer" and len(sources) > 1:  # several possible sources: no kill, union everything
-            statements = [(set().union(*(s[0] for s in statements)) if statements else set(),
-                           set().union(*(s[1] for s in statements)) if statements else set(), False,
-                           set().union(*(s[3] for s in statements)) if statements else set())]
-        modules |= set().union(*(st[3] for st in statements)) if statements else set()
-        parsed.append((kind, grade_id, statements))
-    taint: dict[str, frozenset[str]] = {}
-    deps: dict[str, set[str]] = {}
-    for _ in range(10):
-        before = dict(taint)
-        for kind, grade_id, statements in parsed:
-            cell_deps = {grade_id} if kind == "answer" else set()
-            for reads, binds, unconditional, _mods in statements or [(set(), set(), False, set())]:
-                mine = set(cell_deps)
-                for n in reads:
-                    mine |= taint.get(n, frozenset())
-                cell_deps |= mine
-                for n in binds:
-                    taint[n] = frozenset(mine) if unconditional else taint.get(n, frozenset()) | mine
-                if mine:
-                    for n in reads - binds - modules:
-                        taint[n] = taint.get(n, frozenset()) | mine
-            if kind == "test":
-                deps[grade_id] = cell_deps
-        if taint == before:
-            break
-    return deps
-
-
-def group_mistakes(mistakes: dict[str, dict[str, str]], must_fail: dict[str, list[str]],
-                   layout: list[tuple[str, str | None, str]]) -> list[tuple[str, ...]]:
-    """Mistakes packed into submissions (greedy, in catalogue order) such that, within one submission, the
-    mistakes change disjoint answer cells and no mistake's answer cells reach a test cell another must fail.
-
-    ``layout``: ``(kind, grade_id, reference source)`` of every code cell, in order (see
-    :func:`cell_dependencies`).
-    """
-    groups: list[list[str]] = []
-    for name in mistakes:
-        for group in groups:
-            members = group + [name]
-            used = [set(mistakes[m]) for m in members]
-            if sum(map(len, used)) != len(set().union(*used)):
-                continue
-            cells = [(kind, gid, [src] + [mistakes[m][gid] for m in members if kind == "answer" and gid in mistakes[m]])
-                     for kind, gid, src in layout]
-            deps = cell_dependencies(cells)
-            if all(not (set(mistakes[a]) & deps.get(t, set()))
-                   for a in members for b in members if a != b for t in must_fail[b]):
-                group.append(name)
-                break
-        else:
-            groups.append([name])
-    return [tuple(g) for g in groups]
-
-
-def notebook_layout(source: Path) -> list[tuple[str, str | None, str]]:
-    """``(kind, grade_id, source)`` of every code cell of an instructor notebook (markers stripped)."""
-    out = []
-    for cell in nbformat.read(source, as_version=4).cells:
-        if cell.cell_type != "code":
-            continue
-        meta = nbgrader_meta(cell)
-        kind = "answer" if meta.get("solution") else "test" if meta.get("grade") else "other"
-        out.append((kind, meta.get("grade_id"), strip_solution_markers(cell.source)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Notebook helpers
 # ---------------------------------------------------------------------------------------------
-def nbgrader_meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def strip_solution_markers(source: str) -> str:
-    return "\n".join(line for line in source.splitlines() if line.strip() not in SOLUTION_MARKERS)
-
-
-def filled_submission(released: Path, source: Path, replacements: dict[str, str]) -> nbformat.NotebookNode:
-    """The released student notebook with every answer cell holding the reference solution (markers
-    stripped), except the cells in ``replacements`` (grade_id -> source)."""
-    reference = {nbgrader_meta(c)["grade_id"]: strip_solution_markers(c.source)
-                 for c in nbformat.read(source, as_version=4).cells if nbgrader_meta(c).get("solution")}
-    nb = nbformat.read(released, as_version=4)
-    unknown = set(replacements) - set(reference)
-    assert not unknown, f"tests/mistakes names answer cells that do not exist: {sorted(unknown)}."
-    for cell in nb.cells:
-        grade_id = nbgrader_meta(cell).get("grade_id")
-        if nbgrader_meta(cell).get("solution"):
-            cell.source = replacements.get(grade_id, reference[grade_id])
-    return nb
-
-
 def cell_seconds(cell) -> float | None:
     from datetime import datetime
 
@@ -375,7 +195,7 @@ def group_enabled() -> bool:
 
 @pytest.fixture(scope="session")
 def graded(course, classroom) -> Graded:
-    """One assignment's view of the class graded by ``python -m tl_course.classroom.grade`` (see :func:`classroom`)."""
+    """One assignment's view of the class graded by ``python -m tl_course.classroom grade`` (see :func:`classroom`)."""
     if course.assignment_id not in _GRADED:
         _GRADED[course.assignment_id] = classroom.graded(course)
     return _GRADED[course.assignment_id]
@@ -400,17 +220,17 @@ def class_roles(assignment_id: str, source: Path) -> dict[str, dict[str, str]]:
     alternative, the catalogued mistakes (grouped where that stays a valid proof), the hostile
     submissions (``tests/classroom/hostile.py``, one assignment), then copies of the reference and of the
     blank notebook until the class has ``N_STUDENTS`` students. ``None`` marks the blank notebook."""
-    loaded = load_mistakes(assignment_id)
-    mistakes = loaded.MISTAKES if loaded else {}
+    loaded = load_catalogue(assignment_id)
+    mistakes = loaded.mistakes if loaded else {}
     roles: dict[str, dict[str, str] | None] = {"reference": {}, "blank": None}
-    if loaded and loaded.ALTERNATIVE:
-        roles["alternative"] = dict(loaded.ALTERNATIVE)
-    groups = (group_mistakes(mistakes, loaded.MUST_FAIL, notebook_layout(source)) if group_enabled()
+    if loaded and loaded.alternative:
+        roles["alternative"] = dict(loaded.alternative)
+    groups = (group_mistakes(mistakes, loaded.must_fail, code_layout(source)) if group_enabled()
               else [(name,) for name in mistakes]) if mistakes else []
     for group in groups:
         roles[student_id(group)] = {gid: src for name in group for gid, src in mistakes[name].items()}
     if assignment_id == hostile.ASSIGNMENT:
-        reference = {gid: src for kind, gid, src in notebook_layout(source) if kind == "answer"}
+        reference = reference_answers(source)
         for name, cells in hostile.sources(reference).items():
             roles[f"hostile-{name}"] = cells
     k = 0
@@ -427,9 +247,7 @@ def class_roles(assignment_id: str, source: Path) -> dict[str, dict[str, str]]:
 def expected_cells(assignment_id: str, source: Path, role: str, changed: dict[str, str] | None) -> dict[str, float | None]:
     """What every graded test cell must score for a role (``None``: not determined in advance, e.g. a cell a
     mistake's answer cells can reach that the catalogue does not name)."""
-    points = {nbgrader_meta(c)["grade_id"]: float(nbgrader_meta(c).get("points", 0))
-              for c in nbformat.read(source, as_version=4).cells
-              if nbgrader_meta(c).get("grade") and not nbgrader_meta(c).get("solution")}
+    points = graded_points(nbformat.read(source, as_version=4))
     if changed is None:
         return {g: 0.0 for g in points}
     if role.startswith("hostile-"):
@@ -437,11 +255,11 @@ def expected_cells(assignment_id: str, source: Path, role: str, changed: dict[st
         return {g: 0.0 if expect == "zero" else expect.get(g, p) for g, p in points.items()}
     if not role.startswith("mistake-"):
         return dict(points)
-    loaded = load_mistakes(assignment_id)
-    members = [m for m in loaded.MISTAKES if student_id(m) == role or m in role[len("mistake-"):].split("+")]
-    must_fail = {t for m in members for t in loaded.MUST_FAIL[m]}
+    loaded = load_catalogue(assignment_id)
+    members = [m for m in loaded.mistakes if student_id(m) == role or m in role[len("mistake-"):].split("+")]
+    must_fail = {t for m in members for t in loaded.must_fail[m]}
     cells = [(kind, gid, [src] + ([changed[gid]] if kind == "answer" and gid in changed else []))
-             for kind, gid, src in notebook_layout(source)]
+             for kind, gid, src in code_layout(source)]
     deps = cell_dependencies(cells)
     return {g: 0.0 if g in must_fail else (p if not (deps.get(g, set()) & set(changed)) else None)
             for g, p in points.items()}
@@ -485,9 +303,9 @@ class Classroom:
                 cells[role] = {g.name: (g.score, g.max_score) for nb in submission.notebooks for g in nb.grades}
                 paths[role] = (self.root / "autograded" / sid / a / f"{a}.ipynb",
                                self.root / "feedback" / sid / a / f"{a}.html")
-        loaded = load_mistakes(a)
+        loaded = load_catalogue(a)
         student_of = {m: role for role in self.student[a] if role.startswith("mistake-")
-                      for m in (loaded.MISTAKES if loaded else {}) if m in role[len("mistake-"):].split("+")}
+                      for m in (loaded.mistakes if loaded else {}) if m in role[len("mistake-"):].split("+")}
         return Graded(course, results, score, max_score, cells, student_of, paths)
 
     def dump(self) -> dict:
@@ -510,7 +328,7 @@ class Classroom:
 
 
 def _grader(root: Path, env: dict, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tl_course.classroom.grade", "--course", str(root), "--workers", str(CLASS_WORKERS),
+    return [sys.executable, "-m", "tl_course.classroom", "grade", "--course", str(root), "--workers", str(CLASS_WORKERS),
             "--threads", "1", "--cell-timeout", str(CLASS_CELL_TIMEOUT), "--quiet", *extra]
 
 
@@ -530,7 +348,7 @@ def _ledger_count(db_url: str) -> int:
 @pytest.fixture(scope="session")
 def classroom(kernel_env, tmp_path_factory):
     """A class of ``N_STUDENTS`` students x every assignment (reference, blank, alternative, catalogued
-    mistakes, hostile submissions, copies), graded by ``python -m tl_course.classroom.grade`` with two workers into
+    mistakes, hostile submissions, copies), graded by ``python -m tl_course.classroom grade`` with two workers into
     a throwaway PostgreSQL whose URL reaches the grader only through ``TL_COURSE_GRADEBOOK``:
 
     1. the first run is killed (SIGKILL, whole process group) once a third of the class is recorded;
@@ -555,7 +373,7 @@ def classroom(kernel_env, tmp_path_factory):
                 folder = root / "submitted" / sid / a
                 folder.mkdir(parents=True)
                 nb = (nbformat.read(released, as_version=4) if changed is None
-                      else filled_submission(released, source, changed))
+                      else fill_submission(released, source, changed))
                 nbformat.write(nb, folder / f"{a}.ipynb")
                 expected[(sid, a)] = expected_cells(a, source, role, changed)
         room = Classroom(root, db_url, student, expected)
@@ -644,14 +462,13 @@ def test_reference_test_cells_silent_and_fast(graded):
     nb = nbformat.read(graded.paths["reference"][0], as_version=4)
     noisy, slow = [], []
     for cell in nb.cells:
-        meta = nbgrader_meta(cell)
-        if not meta.get("grade") or meta.get("solution"):
+        if not is_test(cell):
             continue
         if any(o.get("output_type") == "stream" and o.get("name") == "stderr" for o in cell.get("outputs", [])):
-            noisy.append(meta["grade_id"])
+            noisy.append(grade_id(cell))
         seconds = cell_seconds(cell)
         if seconds is not None and seconds > TEST_CELL_SECONDS:
-            slow.append(f"{meta['grade_id']} ({seconds:.0f} s)")
+            slow.append(f"{grade_id(cell)} ({seconds:.0f} s)")
     assert not noisy, f"Test cells writing to stderr (nbgrader scores them 0): {noisy}."
     assert not slow, f"Test cells slower than {TEST_CELL_SECONDS} s on this machine with the ci profile: {slow}."
 
@@ -667,7 +484,7 @@ def test_blank_notebook_scores_zero(graded):
 @by_assignment()
 def test_feedback_shows_the_score(graded):
     html = graded.paths["reference"][1]
-    assert html.exists(), f"No feedback file {html}: python -m tl_course.classroom.grade writes one per submission."
+    assert html.exists(), f"No feedback file {html}: python -m tl_course.classroom grade writes one per submission."
     text = html.read_text()
     score = f"{graded.score['reference']:g}"
     assert score in text and f"{graded.max_score['reference']:g}" in text, f"The feedback does not show the score {score}."
@@ -675,39 +492,36 @@ def test_feedback_shows_the_score(graded):
 
 @by_assignment()
 def test_assignment_has_known_mistakes(course):
-    loaded = load_mistakes(course.assignment_id)
+    loaded = load_catalogue(course.assignment_id)
     assert loaded, (f"tl_course/classroom/mistakes/{course.assignment_id}.py is missing (MISTAKES, MUST_FAIL, KIND, ALTERNATIVE; "
                     "see tl_course/classroom/mistakes/__init__.py).")
-    mistakes, must_fail = loaded.MISTAKES, loaded.MUST_FAIL
+    mistakes, must_fail = loaded.mistakes, loaded.must_fail
     nb = nbformat.read(course.source, as_version=4)
-    answer_cells = {nbgrader_meta(c)["grade_id"] for c in nb.cells if nbgrader_meta(c).get("solution")}
-    test_cells = {nbgrader_meta(c)["grade_id"] for c in nb.cells
-                  if nbgrader_meta(c).get("grade") and not nbgrader_meta(c).get("solution")}
+    answer_cells = set(answers(nb))
+    test_cells = set(graded_points(nb))
     assert mistakes and set(mistakes) == set(must_fail), "MISTAKES and MUST_FAIL must name the same mistakes."
     assert len(mistakes) >= MIN_MISTAKES, f"{len(mistakes)} mistakes in the catalogue; at least {MIN_MISTAKES} are needed."
-    assert set(loaded.KIND) == set(mistakes), (
-        f"KIND must give every mistake a kind; missing {sorted(set(mistakes) - set(loaded.KIND))}, "
-        f"unknown {sorted(set(loaded.KIND) - set(mistakes))}.")
-    bad = {m: k for m, k in loaded.KIND.items() if k not in KINDS}
+    assert set(loaded.kind) == set(mistakes), (
+        f"KIND must give every mistake a kind; missing {sorted(set(mistakes) - set(loaded.kind))}, "
+        f"unknown {sorted(set(loaded.kind) - set(mistakes))}.")
+    bad = {m: k for m, k in loaded.kind.items() if k not in KINDS}
     assert not bad, f"Unknown kinds {bad}: use one of {sorted(KINDS)}."
     for name, replacements in mistakes.items():
         assert replacements and set(replacements) <= answer_cells, f"{name}: unknown answer cells {set(replacements) - answer_cells}."
         assert must_fail[name] and set(must_fail[name]) <= test_cells, f"{name}: unknown test cells {set(must_fail[name]) - test_cells}."
         for source in replacements.values():
             assert not any(m in source for m in SOLUTION_MARKERS), f"{name}: leave out the BEGIN/END SOLUTION markers."
-    assert loaded.ALTERNATIVE and set(loaded.ALTERNATIVE) <= answer_cells, (
+    assert loaded.alternative and set(loaded.alternative) <= answer_cells, (
         f"ALTERNATIVE must hold a correct answer in another style for at least one answer cell of {sorted(answer_cells)}.")
-    reference = {nbgrader_meta(c)["grade_id"]: strip_solution_markers(c.source) for c in nb.cells
-                 if nbgrader_meta(c).get("solution")}
-    same = [g for g, src in loaded.ALTERNATIVE.items() if src.strip() == reference[g].strip()]
+    reference = reference_answers(course.source)
+    same = [g for g, src in loaded.alternative.items() if src.strip() == reference[g].strip()]
     assert not same, f"ALTERNATIVE repeats the reference in {same}: write it in another style."
 
 
 @by_assignment()
 def test_assignment_is_worth_ten_points(course):
     nb = nbformat.read(course.source, as_version=4)
-    points = {nbgrader_meta(c)["grade_id"]: nbgrader_meta(c).get("points", 0) for c in nb.cells
-              if nbgrader_meta(c).get("grade")}
+    points = {grade_id(c): cell_points(c) for c in nb.cells if is_graded(c)}
     assert sum(points.values()) == POINTS_PER_ASSIGNMENT, (
         f"{course.assignment_id} is worth {sum(points.values())} points, not {POINTS_PER_ASSIGNMENT}: {points}.")
 
@@ -727,11 +541,11 @@ def test_alternative_answer_scores_full_marks(graded):
 
 @by_assignment()
 def test_known_mistakes_lose_points(graded):
-    loaded = load_mistakes(graded.course.assignment_id)
+    loaded = load_catalogue(graded.course.assignment_id)
     if not loaded:
         pytest.skip(f"no tl_course/classroom/mistakes/{graded.course.assignment_id}.py (test_assignment_has_known_mistakes fails)")
     problems = []
-    for mistake in loaded.MISTAKES:
+    for mistake in loaded.mistakes:
         student = graded.student_of[mistake]
         result = graded.results[student]
         if not result["success"]:
@@ -740,47 +554,14 @@ def test_known_mistakes_lose_points(graded):
         cells = graded.cells[student]
         if graded.score[student] >= graded.max_score[student]:
             problems.append(f"{mistake}: scores full marks {graded.score[student]:g}/{graded.max_score[student]:g}")
-        survived = [g for g in loaded.MUST_FAIL.get(mistake, []) if cells[g][0] >= cells[g][1]]
+        survived = [g for g in loaded.must_fail.get(mistake, []) if cells[g][0] >= cells[g][1]]
         if survived:
             problems.append(f"{mistake}: keeps full points in {survived} (submission {student}; cells: {cells})")
     assert not problems, f"{len(problems)} known mistake(s) not caught by the tests:\n" + "\n".join(problems)
 
 
-def test_grouping_keeps_dependent_mistakes_apart():
-    """The grouping rule itself, on a toy notebook: f feeds g's test through a global, h is independent."""
-    layout = [("answer", "f", "def f():\n    return 1"),
-              ("other", None, "x = f()"),
-              ("answer", "g", "def g(v):\n    return v + 1"),
-              ("test", "test_g", "assert g(x) == 2"),
-              ("answer", "h", "def h():\n    return 3"),
-              ("test", "test_h", "assert h() == 3"),
-              ("test", "test_f", "assert f() == 1")]
-    deps = cell_dependencies([(k, g, [s]) for k, g, s in layout])
-    assert deps == {"test_g": {"f", "g"}, "test_h": {"h"}, "test_f": {"f"}}
-    mistakes = {"f_wrong": {"f": "def f():\n    return 0"}, "g_wrong": {"g": "def g(v):\n    return v"},
-                "h_wrong": {"h": "def h():\n    return 0"}}
-    must_fail = {"f_wrong": ["test_f"], "g_wrong": ["test_g"], "h_wrong": ["test_h"]}
-    groups = group_mistakes(mistakes, must_fail, layout)
-    assert ("f_wrong", "h_wrong") in groups and ("g_wrong",) in groups
-    # a mistake that rebinds another cell's input through `global` (run before that cell's test) is kept apart
-    layout = [layout[0], layout[1], layout[4], layout[2], layout[3], layout[5], layout[6]]  # h's cell before g's
-    sneaky = {"h_rebinds_x": {"h": "def h():\n    global x\n    x = 5\n    return 3\nh()"}, "g_wrong": mistakes["g_wrong"]}
-    must_fail = {"h_rebinds_x": ["test_h"], **must_fail}
-    assert group_mistakes(sneaky, must_fail, layout) == [("h_rebinds_x",), ("g_wrong",)]
-    # ... and so is one that mutates a shared object by calling a student function on it
-    layout = [("other", None, "data = [1, 2]"), ("answer", "f", "def f(v):\n    return sum(v)"),
-              ("other", None, "f(data)"), ("answer", "g", "def g(v):\n    return len(v)"),
-              ("test", "test_g", "assert g(data) == 2"), ("test", "test_f", "assert f([1]) == 1")]
-    mutating = {"f_pops": {"f": "def f(v):\n    v.pop()\n    return 1"}, "g_wrong": {"g": "def g(v):\n    return 0"}}
-    must_fail = {"f_pops": ["test_f"], "g_wrong": ["test_g"]}
-    assert group_mistakes(mutating, must_fail, layout) == [("f_pops",), ("g_wrong",)]
-    # self-contained test cells let independent mistakes share a submission
-    layout[4] = ("test", "test_g", "import math\nd = [1, 2]\nassert g(d) == 2")
-    assert group_mistakes(mutating, must_fail, layout) == [("f_pops", "g_wrong")]
-
-
 # ---------------------------------------------------------------------------------------------
-# The class as a whole (python -m tl_course.classroom.grade, PostgreSQL, killed and resumed, hostile students)
+# The class as a whole (python -m tl_course.classroom grade, PostgreSQL, killed and resumed, hostile students)
 # ---------------------------------------------------------------------------------------------
 def _final_expected(classroom) -> dict:
     expected = dict(classroom.expected)
@@ -872,7 +653,7 @@ def test_class_hostile_submissions_cost_only_their_own_points(classroom):
     # what the "delete" student tried to remove is all still there
     import tl_course
 
-    assert (Path(tl_course.__file__).parent / "grade.py").exists()
+    assert (Path(tl_course.__file__).parent / "classroom" / "grade.py").exists()
     assert Path(os.environ["TL_COURSE_DATA"]).is_dir() and any(Path(os.environ["TL_COURSE_DATA"]).iterdir())
     engine = sa.create_engine(classroom.db_url)
     with engine.connect() as conn:

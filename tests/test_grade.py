@@ -1,4 +1,4 @@
-"""``python -m tl_course.classroom.grade`` as an instructor uses it, on a tiny course (one assignment, the cheapest
+"""``python -m tl_course.classroom grade`` / ``import-zip`` as an instructor uses them, on a tiny course (one assignment, the cheapest
 notebook), and the pieces it is made of.
 
 - the LMS zip import (nbgrader ``zip_collect``): which files land in ``submitted/``, which are reported;
@@ -6,15 +6,15 @@ notebook), and the pieces it is made of.
   reference solution scores 10/10, the untouched notebook 0/10, feedback and reports are written, a
   re-run grades nothing, a changed notebook is regraded;
 - the same class on a Dask ``LocalCluster``: the same scores;
-- phase 2 (:func:`tl_course.classroom.grade.record`) on its own: replayed outputs score as executed, a failed or
+- phase 2 (:func:`tl_course.classroom.recording.record`) on its own: replayed outputs score as executed, a failed or
   mismatching execution scores 0 with its reason in the feedback;
 - without notebooks: the gradebook URL's precedence, the submission digest, the submission finder, the
   sandbox's environment, the integrity probe;
 - the namespaces wall (as root): the job's folder writable, the rest read-only, the course and credential
   files hidden, no capabilities, no other processes; every mount read-only, other jobs hidden, no instructor
   notebook in a job, a student's duplicate notebooks in a zip named;
-- the docs: every ``python -m tl_course.classroom.grade`` command in ``book/instructors.md`` and the README uses
-  options that exist.
+- the docs: every ``python -m tl_course.classroom`` command in ``book/instructors.md`` and the README uses
+  a subcommand and options that exist.
 
 The course lives in a world-readable temporary folder (pytest's ``tmp_path`` is 0700): the grader hides
 the course folder from the student kernel and gives each job its own folder, which must stay reachable.
@@ -38,7 +38,9 @@ import nbformat
 import pytest
 
 import tl_course
-from tl_course.classroom import grade, sandbox
+from tl_course.classroom import grade, gradebook, jobs, lms, recording, reports, sandbox, submissions
+from tl_course.classroom.__main__ import parser as command_line
+from tl_course.classroom.notebooks import grade_id, is_test
 
 ROOT = Path(tl_course.__file__).resolve().parents[1]
 ASSIGNMENT = "ch02_cat_detector"          # the cheapest notebook: a few seconds per run
@@ -114,11 +116,11 @@ def grader_env() -> dict:
     return env
 
 
-def run_grade(*args: str, cwd: Path) -> str:
-    """``python -m tl_course.classroom.grade ARGS``; its output, after checking it exited 0."""
-    proc = subprocess.run([sys.executable, "-m", "tl_course.classroom.grade", *args], cwd=cwd, env=grader_env(),
+def run_classroom(*args: str, cwd: Path) -> str:
+    """``python -m tl_course.classroom ARGS``; its output, after checking it exited 0."""
+    proc = subprocess.run([sys.executable, "-m", "tl_course.classroom", *args], cwd=cwd, env=grader_env(),
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (f"python -m tl_course.classroom.grade {' '.join(args)} exited {proc.returncode}:\n"
+    assert proc.returncode == 0, (f"python -m tl_course.classroom {' '.join(args)} exited {proc.returncode}:\n"
                                   f"{proc.stdout}\n{proc.stderr[-3000:]}")
     return proc.stdout
 
@@ -148,7 +150,7 @@ def copy_course(course: Path, parent: Path) -> Path:
 ])
 def test_default_name_regexp(name, student):
     """zip_collect matches the regular expression against the extracted file's whole path."""
-    match = re.match(grade.DEFAULT_NAME_REGEXP, f"/course/downloaded/{ASSIGNMENT}/extracted/{name}")
+    match = re.match(lms.DEFAULT_NAME_REGEXP, f"/course/downloaded/{ASSIGNMENT}/extracted/{name}")
     if student is None:
         assert match is None, f"{name} should give no student id, got {match and match.groupdict()}"
     else:
@@ -159,13 +161,13 @@ def test_default_name_regexp(name, student):
 
 def test_default_name_regexp_names_the_other_assignment():
     """A notebook of another assignment matches, with its own file id: zip_collect (strict) then skips it."""
-    match = re.match(grade.DEFAULT_NAME_REGEXP, "/x/carol_ch03_replace_softmax.ipynb")
+    match = re.match(lms.DEFAULT_NAME_REGEXP, "/x/carol_ch03_replace_softmax.ipynb")
     assert match and match["student_id"] == "carol" and match["file_id"] == "ch03_replace_softmax"
 
 
 def test_import_zip_collects_and_reports(tmp_readable, nbgrader_on_path):
     course = make_course(tmp_readable)
-    found = grade.import_zip(course, make_zip(tmp_readable / "lms.zip", LMS_FILES), ASSIGNMENT)
+    found = lms.import_zip(course, make_zip(tmp_readable / "lms.zip", LMS_FILES), ASSIGNMENT)
 
     assert found["collected"] == {"alice": ["alice_ch02_cat_detector.ipynb"],
                                   "bob": ["bob_ch02_cat_detector (1).ipynb"]}
@@ -176,12 +178,12 @@ def test_import_zip_collects_and_reports(tmp_readable, nbgrader_on_path):
         folder = submitted / student / ASSIGNMENT
         assert sorted(p.name for p in folder.iterdir()) == [f"{ASSIGNMENT}.ipynb"]
         assert (folder / f"{ASSIGNMENT}.ipynb").read_bytes() == LMS_FILES[name]
-    assert [s.student for s in grade.find_submissions(course, [ASSIGNMENT])] == ["alice", "bob"]
+    assert [s.student for s in submissions.find_submissions(course, [ASSIGNMENT])] == ["alice", "bob"]
 
     # a later download replaces that student's notebook and leaves the others alone
     newer = BLANK.read_bytes().replace(b"raise NotImplementedError()", b"raise NotImplementedError()  # later")
     assert newer != BLANK.read_bytes()
-    again = grade.import_zip(course, make_zip(tmp_readable / "late.zip", {"alice_ch02_cat_detector.ipynb": newer}),
+    again = lms.import_zip(course, make_zip(tmp_readable / "late.zip", {"alice_ch02_cat_detector.ipynb": newer}),
                              ASSIGNMENT)
     assert again == {"collected": {"alice": ["alice_ch02_cat_detector.ipynb"]}, "unmatched": [], "refused": []}
     assert (submitted / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == newer
@@ -192,8 +194,8 @@ def test_import_zip_refuses_a_file_that_is_not_a_zip(tmp_readable, nbgrader_on_p
     course = make_course(tmp_readable)
     not_zip = tmp_readable / "grades.zip"
     not_zip.write_text("not a zip")
-    with pytest.raises(grade.GradingError, match="not a zip file"):
-        grade.import_zip(course, not_zip, ASSIGNMENT)
+    with pytest.raises(gradebook.GradingError, match="not a zip file"):
+        lms.import_zip(course, not_zip, ASSIGNMENT)
     assert not (course / "submitted").exists()
 
 
@@ -209,19 +211,20 @@ def laptop():
     parent, snapshot_parent = readable_dir(), readable_dir()
     try:
         course = make_course(parent)
-        lms = make_zip(parent / "lms.zip", LMS_FILES)
+        lms_zip = make_zip(parent / "lms.zip", LMS_FILES)
         out = types.SimpleNamespace(course=course, parent=parent)
-        out.first = run_grade("--course", str(course), "--import-zip", str(lms), "--assignment", ASSIGNMENT,
-                              "--quiet", cwd=parent)
+        out.first = (run_classroom("import-zip", str(lms_zip), "--course", str(course), "--assignment", ASSIGNMENT,
+                                   cwd=parent)
+                     + run_classroom("grade", "--course", str(course), "--quiet", cwd=parent))
         out.grades_first = read_grades(course / "grading" / "grades.csv")
-        out.second = run_grade("--course", str(course), "--quiet", cwd=parent)
+        out.second = run_classroom("grade", "--course", str(course), "--quiet", cwd=parent)
         out.grades_second = read_grades(course / "grading" / "grades.csv")
         out.snapshot = copy_course(course, snapshot_parent)   # graded once, for the tests of phase 2
         bob = course / "submitted" / "bob" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
         nb = nbformat.read(bob, as_version=4)
         nb.cells.append(nbformat.v4.new_markdown_cell("I ran out of time."))
         nbformat.write(nb, bob)
-        out.third = run_grade("--course", str(course), "--quiet", cwd=parent)
+        out.third = run_classroom("grade", "--course", str(course), "--quiet", cwd=parent)
         out.grades_third = read_grades(course / "grading" / "grades.csv")
         yield out
     finally:
@@ -265,7 +268,7 @@ def test_laptop_changed_notebook_is_regraded(laptop):
     assert laptop.grades_third == laptop.grades_first
     from nbgrader.api import Gradebook
 
-    with Gradebook(grade.resolve_db_url(laptop.course)) as gb:   # one submission per student, none doubled
+    with Gradebook(gradebook.resolve_db_url(laptop.course)) as gb:   # one submission per student, none doubled
         assert sorted(s.student.id for s in gb.find_assignment(ASSIGNMENT).submissions) == ["alice", "bob"]
 
 
@@ -277,7 +280,7 @@ def test_dask_local_cluster_same_scores(laptop):
     pytest.importorskip("distributed")
     course = copy_course(laptop.snapshot, readable_dir())
     try:
-        out = run_grade("--course", str(course), "--dask", "--workers", "2", "--force", "--quiet",
+        out = run_classroom("grade", "--course", str(course), "--dask", "--workers", "2", "--force", "--quiet",
                         cwd=course.parent)
         assert "graded 2, unchanged 0, could not run 0" in out
         assert read_grades(course / "grading" / "grades.csv") == {("alice", ASSIGNMENT): (10.0, 10.0),
@@ -294,22 +297,21 @@ def graded_copy(laptop, monkeypatch):
     """A private copy of the course graded once (alice 10/10, bob 0/10), its config and alice's submission."""
     monkeypatch.delenv("TL_COURSE_GRADEBOOK", raising=False)
     course = copy_course(laptop.snapshot, readable_dir())
-    config = grade.course_config(course, grade.resolve_db_url(course))
+    config = gradebook.course_config(course, gradebook.resolve_db_url(course))
     folder = course / "submitted" / "alice" / ASSIGNMENT
-    alice = grade.Submission("alice", ASSIGNMENT, folder, grade.folder_digest(folder))
+    alice = submissions.Submission("alice", ASSIGNMENT, folder, submissions.folder_digest(folder))
     yield types.SimpleNamespace(course=course, config=config, alice=alice)
     shutil.rmtree(course.parent, ignore_errors=True)
 
 
 def graded_test_cells(nb) -> list:
-    return [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")]
+    return [c for c in nb.cells if is_test(c)]
 
 
 def gradebook_score(course: Path, student: str) -> float:
     from nbgrader.api import Gradebook
 
-    with Gradebook(grade.resolve_db_url(course)) as gb:
+    with Gradebook(gradebook.resolve_db_url(course)) as gb:
         return gb.find_submission(ASSIGNMENT, student).score
 
 
@@ -317,7 +319,7 @@ def gradebook_score(course: Path, student: str) -> float:
 def test_record_replays_the_executed_notebook(graded_copy):
     executed = graded_copy.course / "autograded" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     result = {"status": "graded", "reason": "", "executed": executed.read_text(encoding="utf-8")}
-    assert grade.record(graded_copy.config, graded_copy.alice, result) == (10.0, 10.0)
+    assert recording.record(graded_copy.config, graded_copy.alice, result) == (10.0, 10.0)
     assert gradebook_score(graded_copy.course, "alice") == 10.0
 
 
@@ -325,7 +327,7 @@ def test_record_replays_the_executed_notebook(graded_copy):
 def test_record_failure_scores_zero_with_the_reason(graded_copy):
     reason = "the grading process stopped: it was killed (out of memory?); every test cell scores 0."
     assert gradebook_score(graded_copy.course, "alice") == 10.0
-    score = grade.record(graded_copy.config, graded_copy.alice, {"status": "failed", "reason": reason})
+    score = recording.record(graded_copy.config, graded_copy.alice, {"status": "failed", "reason": reason})
     assert score == (0.0, 10.0)
     assert gradebook_score(graded_copy.course, "alice") == 0.0
     assert gradebook_score(graded_copy.course, "bob") == 0.0          # nobody else touched
@@ -334,7 +336,7 @@ def test_record_failure_scores_zero_with_the_reason(graded_copy):
     cells = graded_test_cells(nb)
     assert len(cells) == 6
     for cell in cells:
-        assert [o.get("ename") for o in cell.outputs] == ["NotGraded"], cell.metadata.nbgrader.grade_id
+        assert [o.get("ename") for o in cell.outputs] == ["NotGraded"], grade_id(cell)
         assert reason in cell.outputs[0]["evalue"]
     html = (graded_copy.course / "feedback" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
     assert "Score: 0.0 / 10.0" in html
@@ -346,12 +348,134 @@ def test_record_refuses_outputs_of_another_notebook(graded_copy):
     """Outputs are replayed only onto the very cells that produced them."""
     executed = graded_copy.course / "autograded" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     nb = nbformat.read(executed, as_version=4)
-    answer = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "cat_label")
+    answer = next(c for c in nb.cells if grade_id(c) == "cat_label")
     answer.source += "\n# edited after it ran"
     result = {"status": "graded", "reason": "", "executed": nbformat.writes(nb)}
-    assert grade.record(graded_copy.config, graded_copy.alice, result) == (0.0, 10.0)
+    assert recording.record(graded_copy.config, graded_copy.alice, result) == (0.0, 10.0)
     html = (graded_copy.course / "feedback" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
     assert "does not match the submission" in html
+
+
+def with_setup_output(nb, profile: str):
+    """``nb`` as if its setup cell had run under ``profile`` (what the setup cell prints)."""
+    for cell in nb.cells:
+        if grade_id(cell) == "setup":
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                   text=f"tl_course 0.1.0, torch 2.5.1, device cpu, profile {profile}\n")]
+    return nb
+
+
+@slow
+def test_summary_warns_about_another_profile(graded_copy):
+    """The student ran the gpu profile, the grader ci: the summary names the submission; ci against ci
+    and a notebook handed in without outputs are not named."""
+    autograded = graded_copy.course / "autograded" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    assert reports.printed_profile(nbformat.read(autograded, as_version=4)) == "ci"
+    engine = gradebook.open_engine(graded_copy.config.CourseDirectory.db_url)
+    ledger, _ = gradebook.tables(engine)
+    handed_in = graded_copy.alice.folder / f"{ASSIGNMENT}.ipynb"
+    nb = nbformat.read(handed_in, as_version=4)
+    assert reports.printed_profile(nb) is None
+    out = graded_copy.course / "grading"
+    assert reports.write_reports(graded_copy.config, engine, ledger, out)[2] == []
+    nbformat.write(with_setup_output(nb, "ci"), handed_in)
+    assert reports.write_reports(graded_copy.config, engine, ledger, out)[2] == []
+    nbformat.write(with_setup_output(nb, "gpu"), handed_in)
+    _, summary, warnings = reports.write_reports(graded_copy.config, engine, ledger, out)
+    assert warnings == [f"alice / {ASSIGNMENT}: ran with profile gpu, graded with profile ci"]
+    text = summary.read_text(encoding="utf-8")
+    assert "another profile" in text and f"- alice / {ASSIGNMENT}: ran with profile gpu" in text
+    assert "bob /" not in text.split("another profile")[1]
+
+
+def test_profile_mismatches_reads_both_notebooks(tmp_path):
+    blank = nbformat.read(BLANK, as_version=4)
+    for folder, student, profile in (("submitted", "ann", "cpu"), ("autograded", "ann", "ci"),
+                                     ("submitted", "ben", "ci"), ("autograded", "ben", "ci"),
+                                     ("autograded", "cy", "ci")):
+        path = tmp_path / folder / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        path.parent.mkdir(parents=True)
+        nbformat.write(with_setup_output(nbformat.from_dict(blank), profile), path)
+    assert reports.profile_mismatches(tmp_path, [("ann", ASSIGNMENT), ("ben", ASSIGNMENT), ("cy", ASSIGNMENT),
+                                                 ("dan", ASSIGNMENT)]) == [
+        f"ann / {ASSIGNMENT}: ran with profile cpu, graded with profile ci"]
+
+
+# ---------------------------------------------------------------------------------------------
+# One run's state is its own: an interrupted run, a grader-side failure
+# ---------------------------------------------------------------------------------------------
+def hand_in(course: Path, student: str, notebook: Path) -> None:
+    folder = course / "submitted" / student / ASSIGNMENT
+    folder.mkdir(parents=True)
+    shutil.copy(notebook, folder / f"{ASSIGNMENT}.ipynb")
+
+
+def small_run(course: Path) -> grade.Options:
+    return grade.Options(course=course, workers=1, warm=False, progress=False, feedback=False, retries=1,
+                         env={"TL_COURSE_PROFILE": "ci", "TL_COURSE_DATA": str(DATA)})
+
+
+def ledger_rows(course: Path) -> dict[tuple[str, str], tuple[str, float | None]]:
+    import sqlalchemy as sa
+
+    engine = gradebook.open_engine(gradebook.resolve_db_url(course))
+    ledger, _ = gradebook.tables(engine)
+    with engine.connect() as conn:
+        return {(r.student_id, r.assignment_id): (r.status, r.score) for r in conn.execute(sa.select(ledger))}
+
+
+@slow
+@needs_pets
+def test_interrupted_run_then_a_full_score_in_the_same_process(tmp_readable, nbgrader_on_path, monkeypatch):
+    """Ctrl-C in Jupyter (here: raised while the first result is recorded), then grade_class again in the
+    same process: the reference scores full marks, nothing of the stopped run was recorded as graded."""
+    course = make_course(tmp_readable)
+    hand_in(course, "alice", REFERENCE)
+    hand_in(course, "bob", BLANK)
+    real = recording.record
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recording, "record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        grade.grade_class(small_run(course))
+    assert ledger_rows(course) == {}
+    monkeypatch.setattr(recording, "record", real)
+    report = grade.grade_class(small_run(course))
+    assert sorted(report.graded) == [("alice", ASSIGNMENT), ("bob", ASSIGNMENT)]
+    assert report.failed == {} and report.errors == {}
+    assert ledger_rows(course) == {("alice", ASSIGNMENT): ("graded", 10.0), ("bob", ASSIGNMENT): ("graded", 0.0)}
+    assert gradebook_score(course, "alice") == 10.0
+
+
+@slow
+@needs_pets
+def test_a_grader_side_failure_is_graded_by_the_next_run(tmp_readable, nbgrader_on_path, monkeypatch):
+    """A job the grader could not run (a lost Dask worker) is not recorded as graded: the gradebook keeps
+    no score for it, the summary names it, and the next run grades it."""
+    course = make_course(tmp_readable)
+    hand_in(course, "alice", REFERENCE)
+    tries, real = [], sandbox.run_job
+
+    def lost(job, stop=None):
+        tries.append(job["student"])
+        raise ConnectionError("the worker went away")
+
+    monkeypatch.setattr(sandbox, "run_job", lost)
+    report = grade.grade_class(small_run(course))
+    assert tries == ["alice", "alice"]                                     # retried once
+    assert report.graded == [] and report.failed == {}
+    assert "the worker was lost" in report.errors[("alice", ASSIGNMENT)]
+    assert ledger_rows(course) == {("alice", ASSIGNMENT): ("error", None)}
+    summary = report.summary.read_text(encoding="utf-8")
+    assert "0 submissions graded" in summary and "Not graded because of the grader" in summary
+    assert f"- alice / {ASSIGNMENT}: the worker was lost" in summary
+    monkeypatch.setattr(sandbox, "run_job", real)
+    again = grade.grade_class(small_run(course))
+    assert again.graded == [("alice", ASSIGNMENT)] and again.skipped == [] and again.errors == {}
+    assert ledger_rows(course) == {("alice", ASSIGNMENT): ("graded", 10.0)}
+    assert gradebook_score(course, "alice") == 10.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,17 +486,17 @@ def test_resolve_db_url_precedence(tmp_path, monkeypatch):
     (tmp_path / "nbgrader_config.py").write_text('c = get_config()\nc.CourseDirectory.db_url = "sqlite:///grades/gb.db"\n')
     # a relative SQLite path is taken inside the course folder, wherever the grader is started
     monkeypatch.chdir("/")
-    assert grade.resolve_db_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/grades/gb.db"
+    assert gradebook.resolve_db_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/grades/gb.db"
     # no configuration at all: gradebook.db in the course folder, as nbgrader does
     bare = tmp_path / "bare"
     bare.mkdir()
-    assert grade.resolve_db_url(bare) == f"sqlite:///{bare.resolve()}/gradebook.db"
+    assert gradebook.resolve_db_url(bare) == f"sqlite:///{bare.resolve()}/gradebook.db"
     # an absolute SQLite path stays as it is
-    assert grade.resolve_db_url(tmp_path, "sqlite:////srv/gb.db") == "sqlite:////srv/gb.db"
+    assert gradebook.resolve_db_url(tmp_path, "sqlite:////srv/gb.db") == "sqlite:////srv/gb.db"
     # the environment wins over the configuration, the command line over the environment
     monkeypatch.setenv("TL_COURSE_GRADEBOOK", "postgresql://grader@db.example/course")
-    assert grade.resolve_db_url(tmp_path) == "postgresql://grader@db.example/course"
-    assert grade.resolve_db_url(tmp_path, "postgresql://other@db2/x") == "postgresql://other@db2/x"
+    assert gradebook.resolve_db_url(tmp_path) == "postgresql://grader@db.example/course"
+    assert gradebook.resolve_db_url(tmp_path, "postgresql://other@db2/x") == "postgresql://other@db2/x"
 
 
 def test_folder_digest(tmp_path):
@@ -380,23 +504,23 @@ def test_folder_digest(tmp_path):
     folder.mkdir()
     (folder / "ch02_cat_detector.ipynb").write_text('{"cells": []}')
     (folder / "timestamp.txt").write_text("2026-11-29 10:00:00")
-    first = grade.folder_digest(folder)
-    assert len(first) == 64 and first == grade.folder_digest(folder)
+    first = submissions.folder_digest(folder)
+    assert len(first) == 64 and first == submissions.folder_digest(folder)
     # hidden files and folders (checkpoints, .DS_Store) do not count
     (folder / ".ipynb_checkpoints").mkdir()
     (folder / ".ipynb_checkpoints" / "ch02_cat_detector-checkpoint.ipynb").write_text("old")
     (folder / ".DS_Store").write_bytes(b"\0\1")
-    assert grade.folder_digest(folder) == first
+    assert submissions.folder_digest(folder) == first
     # a changed byte, a new file or a renamed file does
     (folder / "ch02_cat_detector.ipynb").write_text('{"cells": [ ]}')
-    changed = grade.folder_digest(folder)
+    changed = submissions.folder_digest(folder)
     assert changed != first
     (folder / "notes.txt").write_text("")
-    assert grade.folder_digest(folder) not in (first, changed)
+    assert submissions.folder_digest(folder) not in (first, changed)
     (folder / "notes.txt").rename(folder / "notes2.txt")
-    renamed = grade.folder_digest(folder)
+    renamed = submissions.folder_digest(folder)
     (folder / "notes2.txt").rename(folder / "notes.txt")
-    assert renamed != grade.folder_digest(folder)
+    assert renamed != submissions.folder_digest(folder)
 
 
 def test_find_submissions(tmp_path):
@@ -405,7 +529,7 @@ def test_find_submissions(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
-    assert grade.find_submissions(tmp_path) == []                     # no submitted/ yet: nothing, no error
+    assert submissions.find_submissions(tmp_path) == []                     # no submitted/ yet: nothing, no error
     put("alice/ch02_cat_detector/ch02_cat_detector.ipynb")
     put("alice/ch03_replace_softmax/ch03_replace_softmax.ipynb")
     put("bob/ch02_cat_detector/ch02_cat_detector.ipynb")
@@ -413,14 +537,14 @@ def test_find_submissions(tmp_path):
     put("dave/ch02_cat_detector/timestamp.txt")                       # no notebook
     put("erin/ch02_cat_detector.ipynb")                               # not in an assignment folder
     put("README.txt")
-    found = grade.find_submissions(tmp_path)
+    found = submissions.find_submissions(tmp_path)
     assert [(s.student, s.assignment) for s in found] == [
         ("alice", "ch02_cat_detector"), ("alice", "ch03_replace_softmax"), ("bob", "ch02_cat_detector")]
     assert all(s.folder == tmp_path / "submitted" / s.student / s.assignment for s in found)
-    assert found[0].digest == grade.folder_digest(found[0].folder)
-    assert [(s.student, s.assignment) for s in grade.find_submissions(tmp_path, ["ch03_replace_softmax"])] == [
+    assert found[0].digest == submissions.folder_digest(found[0].folder)
+    assert [(s.student, s.assignment) for s in submissions.find_submissions(tmp_path, ["ch03_replace_softmax"])] == [
         ("alice", "ch03_replace_softmax")]
-    assert [(s.student, s.assignment) for s in grade.find_submissions(tmp_path, None, ["bob", "carol"])] == [
+    assert [(s.student, s.assignment) for s in submissions.find_submissions(tmp_path, None, ["bob", "carol"])] == [
         ("bob", "ch02_cat_detector")]
 
 
@@ -598,8 +722,8 @@ def test_namespaces_wall_hides_other_jobs(tmp_readable):
 def test_job_does_not_carry_the_instructor_notebook(tmp_readable, nbgrader_on_path):
     course = make_course(tmp_readable)
     (course / "solutions" / ASSIGNMENT / "labels.csv").write_text("breed,label\n")  # a data file: it travels
-    config = grade.course_config(course, grade.resolve_db_url(course))
-    template = grade._template(config, ASSIGNMENT, course / ".grade")
+    config = gradebook.course_config(course, gradebook.resolve_db_url(course))
+    template = jobs.job_template(config, ASSIGNMENT, course / ".grade")
     assert "labels.csv" in template["source"]
     assert [name for name in template["source"] if name.endswith(".ipynb")] == []
 
@@ -608,15 +732,18 @@ def test_import_zip_two_notebooks_of_one_student(tmp_readable, nbgrader_on_path)
     course = make_course(tmp_readable)
     archive = make_zip(tmp_readable / "lms.zip", {"bob_ch02_cat_detector.ipynb": BLANK.read_bytes(),
                                                   "bob_ch02_cat_detector (1).ipynb": BLANK.read_bytes()})
-    with pytest.raises(grade.GradingError, match="two notebooks of one student"):
-        grade.import_zip(course, archive, ASSIGNMENT)
+    with pytest.raises(gradebook.GradingError, match="two notebooks of one student"):
+        lms.import_zip(course, archive, ASSIGNMENT)
 
 
 # ---------------------------------------------------------------------------------------------
-# e. The docs show only options that exist
+# e. One command line, and the docs show only commands and options that exist
 # ---------------------------------------------------------------------------------------------
+COMMAND = "python -m tl_course.classroom"
+
+
 def documented_commands(path: Path) -> list[list[str]]:
-    """The arguments of every ``python -m tl_course.classroom.grade`` command in the page's code blocks
+    """The arguments of every ``python -m tl_course.classroom ...`` command in the page's code blocks
     (continuation lines joined, ``<placeholders>`` filled in, comments dropped)."""
     commands, in_code, pending = [], False, ""
     for raw in path.read_text(encoding="utf-8").splitlines():
@@ -631,31 +758,57 @@ def documented_commands(path: Path) -> list[list[str]]:
             pending = line[:-1] + " "
             continue
         pending = ""
-        if "python -m tl_course.classroom.grade" not in line:
+        if f"{COMMAND} " not in line:
             continue
-        rest = line.split("python -m tl_course.classroom.grade", 1)[1]
+        rest = line.split(f"{COMMAND} ", 1)[1]
         rest = re.sub(r"<[^<>]*>", "PLACEHOLDER", rest)
         commands.append(shlex.split(rest, comments=True))
     return commands
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
-def test_documented_grade_commands_exist(path):
+def test_documented_commands_exist(path):
     commands = documented_commands(path)
-    assert len(commands) >= (6 if path.name == "instructors.md" else 2), \
-        f"{path.name} shows only {len(commands)} python -m tl_course.classroom.grade commands"
+    grades = [argv for argv in commands if argv and argv[0] == "grade"]
+    assert len(grades) >= (5 if path.name == "instructors.md" else 2), \
+        f"{path.name} shows only {len(grades)} `{COMMAND} grade` commands"
+    assert any(argv[0] == "import-zip" for argv in commands), f"{path.name} shows no `{COMMAND} import-zip`"
+    parser = command_line()
     for argv in commands:
         try:
-            args, parser = grade.parse_args(argv)
+            args = parser.parse_args(argv)
         except SystemExit:
-            pytest.fail(f"{path.name}: `python -m tl_course.classroom.grade {shlex.join(argv)}` is refused by the parser")
-        for token in argv:   # spelled out in full (argparse would also take an abbreviation)
+            pytest.fail(f"{path.name}: `{COMMAND} {shlex.join(argv)}` is refused by the parser")
+        sub = parser._subparsers._group_actions[0].choices[argv[0]]
+        for token in argv[1:]:   # spelled out in full (argparse would also take an abbreviation)
             if token.startswith("--"):
-                assert token.split("=")[0] in parser._option_string_actions, f"{path.name}: no option {token}"
-        if args.import_zip:
-            assert len(args.assignment) == 1, f"{path.name}: --import-zip needs exactly one --assignment: {argv}"
-        assert not (args.db_url and "@" in args.db_url and ":" in args.db_url.split("@")[0].split("//")[-1]), \
+                assert token.split("=")[0] in sub._option_string_actions, f"{path.name}: no option {token} of {argv[0]}"
+        db_url = getattr(args, "db_url", None)
+        assert not (db_url and "@" in db_url and ":" in db_url.split("@")[0].split("//")[-1]), \
             f"{path.name}: a password on the command line is readable by every user: {argv}"
+
+
+def test_old_command_lines_are_gone():
+    """One command line: the grade module is not a program, grade has no --bench or --import-zip."""
+    proc = subprocess.run([sys.executable, "-m", "tl_course.classroom.grade", "--help"], env=grader_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 or "usage" not in proc.stdout, proc.stdout
+    for flag in ("--bench", "--import-zip"):
+        with pytest.raises(SystemExit):
+            command_line().parse_args(["grade", flag, "x"])
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for old in ("tl_course.classroom.grade --", "python -m tl_course.grade", " --bench", "--import-zip",
+                    "python -m tl_course.classroom.grade", "python -m tl_course.classroom.release"):
+            assert old not in text, f"{path.name} still shows {old!r}"
+
+
+def test_every_subcommand_has_help():
+    for command in ("release", "grade", "import-zip", "bench"):
+        proc = subprocess.run([sys.executable, "-m", "tl_course.classroom", command, "--help"], env=grader_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {COMMAND} {command}"), proc.stdout + proc.stderr
+        assert len(proc.stdout.splitlines()) > 5
 
 
 def test_documented_dask_commands_exist():

@@ -1,23 +1,24 @@
 """The grading benchmark's own parts, without grading a notebook (the benchmark itself is a command:
-``python -m tl_course.classroom.grade --bench``): the synthetic class, the score check and the projection."""
+``python -m tl_course.classroom bench``): the synthetic class, the score check and the projection."""
 from __future__ import annotations
 
 import nbformat
 import pytest
 
+from tl_course.classroom.bench import Planned, build_class, check_scores, projection
+from tl_course.classroom.grouping import load_catalogue
+from tl_course.classroom.notebooks import answers, is_answer, reference_answers
 from tl_course.classroom.release import ROOT
-from tl_course.classroom.bench import Planned, build_class, check_scores, load_mistakes, projection
 
 ASSIGNMENT = "ch02_cat_detector"
 
 
 def _answers(path) -> dict[str, str]:
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(path, as_version=4).cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    return answers(nbformat.read(path, as_version=4))
 
 
 def test_synthetic_class_holds_reference_blank_and_mistakes(tmp_path):
-    mistakes = sorted(load_mistakes(ASSIGNMENT).items())
+    mistakes = sorted(load_catalogue(ASSIGNMENT).mistakes.items())
     assert len(mistakes) >= 2, "tl_course/classroom/mistakes/ch02_cat_detector.py should hold the known mistakes."
     planned = build_class(tmp_path, [ASSIGNMENT], students=4)
     assert [(p.student, p.kind, p.expect) for p in planned] == [
@@ -26,9 +27,7 @@ def test_synthetic_class_holds_reference_blank_and_mistakes(tmp_path):
     assert (tmp_path / "nbgrader_config.py").read_bytes() == (ROOT / "nbgrader_config.py").read_bytes()
     assert (tmp_path / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").is_file()
 
-    reference = {gid: "\n".join(line for line in src.splitlines()
-                                if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-                 for gid, src in _answers(ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").items()}
+    reference = reference_answers(ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
     released = _answers(ROOT / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
     assert all("BEGIN SOLUTION" not in src for src in reference.values()) and reference != released
 
@@ -46,8 +45,7 @@ def test_synthetic_class_holds_reference_blank_and_mistakes(tmp_path):
     for student in ("s01", "s03"):
         nb = nbformat.read(tmp_path / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
         rel = nbformat.read(ROOT / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-        assert [c.source for c in nb.cells if not c.metadata.get("nbgrader", {}).get("solution")] == \
-            [c.source for c in rel.cells if not c.metadata.get("nbgrader", {}).get("solution")]
+        assert [c.source for c in nb.cells if not is_answer(c)] == [c.source for c in rel.cells if not is_answer(c)]
 
 
 def test_unknown_assignment_is_one_clear_error(tmp_path):

@@ -8,7 +8,7 @@ grader, the instructor and the other students, each a test that failed before it
   themselves; a second grader on one course is refused; a killed run's job folders are removed by the
   next job; a gradebook outage is waited out, a lasting one stops the run with one sentence.
 
-The whole-notebook cases (a class of hostile submissions graded by ``python -m tl_course.classroom.grade``)
+The whole-notebook cases (a class of hostile submissions graded by ``python -m tl_course.classroom grade``)
 are in ``tests/test_hostile_class.py`` (``make test-hostile``).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import tl_course
-from tl_course.classroom import grade, guard, safety, sandbox
+from tl_course.classroom import gradebook, guard, jobs, lms, reports, safety, sandbox, submissions
 
 ROOT = Path(tl_course.__file__).resolve().parents[1]
 ASSIGNMENT = "ch02_cat_detector"
@@ -69,12 +69,11 @@ def test_summary_escapes_the_reason_and_student_id(tmp_path, nbgrader_on_path):
     with Gradebook(db_url):
         pass
     engine = sa.create_engine(db_url)
-    ledger, _ = grade._tables(engine)
-    sub = grade.Submission(f"mallory{ANSI}", ASSIGNMENT, tmp_path, "0" * 64)
-    grade._write_ledger(engine, ledger, sub, {"status": "failed", "reason": f"it printed {ANSI}\nfake: 10/10"},
-                        (0.0, 10.0))
-    config = grade.course_config(tmp_path, db_url)
-    _, summary = grade.write_reports(config, engine, ledger, tmp_path / "grading")
+    ledger, _ = gradebook.tables(engine)
+    gradebook.write_ledger(engine, ledger, f"mallory{ANSI}", ASSIGNMENT, "0" * 64, "failed",
+                           f"it printed {ANSI}\nfake: 10/10", (0.0, 10.0))
+    config = gradebook.course_config(tmp_path, db_url)
+    _, summary, _ = reports.write_reports(config, engine, ledger, tmp_path / "grading")
     text = summary.read_text(encoding="utf-8")
     assert "\x1b" not in text and "\x07" not in text
     assert "mallory\\x1b[2J" in text
@@ -144,10 +143,10 @@ def test_non_utf8_file_name_is_digested(tmp_path):
     folder = tmp_path / "submission"
     folder.mkdir()
     (folder / f"{ASSIGNMENT}.ipynb").write_text("{}")
-    first = grade.folder_digest(folder)
+    first = submissions.folder_digest(folder)
     (folder / os.fsdecode(b"notes-\xff\xfe.txt")).write_bytes(b"x")
-    assert grade.folder_digest(folder) != first
-    job = grade._b64_files(folder)
+    assert submissions.folder_digest(folder) != first
+    job = jobs.b64_files(folder)
     assert os.fsdecode(b"notes-\xff\xfe.txt") in job
 
 
@@ -159,7 +158,7 @@ def test_import_zip_refuses_path_like_student_ids(tmp_path, nbgrader_on_path):
         zf.writestr(f"x/.._{ASSIGNMENT}.ipynb", BLANK.read_bytes())
         zf.writestr(f"alice_{ASSIGNMENT}.ipynb", REFERENCE.read_bytes())
         zf.writestr(f"b\x1b[2Job_{ASSIGNMENT}.ipynb", BLANK.read_bytes())  # not matched: reported escaped
-    found = grade.import_zip(course, archive, ASSIGNMENT)
+    found = lms.import_zip(course, archive, ASSIGNMENT)
     assert found["collected"] == {"alice": [f"alice_{ASSIGNMENT}.ipynb"]}
     assert found["refused"] == [f".._{ASSIGNMENT}.ipynb: the student id '..' could name a folder outside "
                                 "submitted/; not imported"], found
@@ -180,7 +179,7 @@ def test_import_zip_bomb_is_capped(tmp_path, nbgrader_on_path):
             for _ in range(150):
                 bomb.write(block)
     assert archive.stat().st_size < 2**20
-    found = grade.import_zip(course, archive, ASSIGNMENT)
+    found = lms.import_zip(course, archive, ASSIGNMENT)
     assert found["collected"] == {"alice": [f"alice_{ASSIGNMENT}.ipynb"]}
     assert any(r.startswith(f"bomb_{ASSIGNMENT}.ipynb: larger than") for r in found["refused"]), found
     extracted = sum(p.stat().st_size for p in (course / "downloaded").rglob("*") if p.is_file())
@@ -202,7 +201,7 @@ def test_zip_entries_stay_inside(tmp_path):
 def test_second_grader_is_refused(tmp_path, nbgrader_on_path):
     course = make_course(tmp_path)
     with guard.course_lock(course):
-        proc = subprocess.run([sys.executable, "-m", "tl_course.classroom.grade", "--course", str(course), "--quiet"],
+        proc = subprocess.run([sys.executable, "-m", "tl_course.classroom", "grade", "--course", str(course), "--quiet"],
                               capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2, proc.stdout + proc.stderr

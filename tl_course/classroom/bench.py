@@ -1,4 +1,4 @@
-"""What grading a class costs on this machine: ``python -m tl_course.classroom.grade --bench`` prints one table.
+"""What grading a class costs on this machine: ``python -m tl_course.classroom bench`` prints one table.
 
 A synthetic class is built in a temporary course folder from the repository's own notebooks, so the
 expected score of every submission is known in advance:
@@ -15,15 +15,11 @@ against the same cache once that run filled it. The cold run executes without na
 kernel may write the cache (inside namespaces everything outside the job's folder is read-only). From
 the one-worker seconds per notebook it projects a 300-student class on a 16-core machine (a linear
 projection: see :func:`projection`). Timings go into the table as measured: on a machine shared with
-other work they are inflated.
-
->>> print(bench(students=4))          # 5-8 minutes on 2 cores (7.6 min on 2026-11-29, under load)
-Grading benchmark: 2 CPU cores, ...
-| measurement | 1 worker | 2 workers |
+other work they are inflated. ``bench(students=4)`` takes 3-8 minutes on 2 cores and returns the table
+that README.md shows ("Grading benchmark").
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import statistics
@@ -35,17 +31,21 @@ from pathlib import Path
 
 import nbformat
 
+from .gradebook import LEDGER_TABLE
+from .grade import Options, grade_class
+from .grouping import load_catalogue
+from .jobs import default_workers
+from .notebooks import fill_submission
 from .release import ROOT
 
-__all__ = ["DEFAULT_ASSIGNMENTS", "CACHE_ASSIGNMENT", "Planned", "fill_submission", "load_mistakes",
-           "build_class", "projection", "bench"]
+__all__ = ["DEFAULT_ASSIGNMENTS", "CACHE_ASSIGNMENT", "Planned", "build_class", "check_scores", "projection",
+           "bench"]
 
 #: the two cheapest notebooks (about 10 and 20 s here; ch01 and ch04 take 45-90 s, ch05-ch09 longer): the
 #: class is graded twice, and the whole bench takes 5-8 minutes on 2 cores
 DEFAULT_ASSIGNMENTS = ["ch02_cat_detector", "ch03_replace_softmax"]
 #: the cheapest assignment whose notebook reads the shared feature cache (the cold / warm comparison)
 CACHE_ASSIGNMENT = "ch05_cache_activations"
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
 
 @dataclass(frozen=True)
@@ -56,46 +56,6 @@ class Planned:
     assignment: str
     kind: str          #: "reference", "blank" or "mistake: <name>"
     expect: str
-
-
-def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def _strip_markers(source: str) -> str:
-    return "\n".join(line for line in source.splitlines() if line.strip() not in SOLUTION_MARKERS)
-
-
-def fill_submission(released: Path, source: Path, replacements: dict[str, str] | None = None):
-    """The released student notebook with every answer cell holding the reference solution (without the
-    ``### BEGIN/END SOLUTION`` lines), except the cells in ``replacements`` (grade_id -> source).
-
-    >>> nb = fill_submission(Path("notebooks/ch02_cat_detector/ch02_cat_detector.ipynb"),
-    ...                      Path("solutions/ch02_cat_detector/ch02_cat_detector.ipynb"))
-    """
-    replacements = replacements or {}
-    reference = {_meta(c)["grade_id"]: _strip_markers(c.source)
-                 for c in nbformat.read(source, as_version=4).cells if _meta(c).get("solution")}
-    unknown = set(replacements) - set(reference)
-    if unknown:
-        raise ValueError(f"These answer cells do not exist in {source.name}: {sorted(unknown)}.")
-    nb = nbformat.read(released, as_version=4)
-    for cell in nb.cells:
-        if _meta(cell).get("solution"):
-            cell.source = replacements.get(_meta(cell)["grade_id"], reference[_meta(cell)["grade_id"]])
-    return nb
-
-
-def load_mistakes(assignment: str) -> dict[str, dict[str, str]]:
-    """``MISTAKES`` of the catalogue ``tl_course/classroom/mistakes/<assignment>.py`` (mistake -> {answer
-    grade_id: source}), or {} when the assignment has no catalogue."""
-    path = Path(__file__).resolve().parent / "mistakes" / f"{assignment}.py"
-    if not path.is_file():
-        return {}
-    spec = importlib.util.spec_from_file_location(f"_grade_bench_mistakes_{assignment}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dict(getattr(module, "MISTAKES", {}))
 
 
 def build_class(course: Path, assignments: list[str], students: int, repo: Path = ROOT) -> list[Planned]:
@@ -112,7 +72,8 @@ def build_class(course: Path, assignments: list[str], students: int, repo: Path 
             raise ValueError(f"{assignment} is not an assignment of this course (no {source} or {released}).")
         shutil.copytree(repo / "solutions" / assignment, course / "solutions" / assignment,
                         ignore=shutil.ignore_patterns(".*", "__pycache__"))
-        mistakes = sorted(load_mistakes(assignment).items())
+        catalogue = load_catalogue(assignment)
+        mistakes = sorted(catalogue.mistakes.items()) if catalogue else []
         for i in range(students):
             student = f"s{i + 1:02d}"
             if i == 1:
@@ -186,8 +147,6 @@ def _scores(db_url: str) -> dict[tuple[str, str], tuple[float, float]]:
     """(student, assignment) -> (score, max score), from the grader's ledger in the gradebook."""
     import sqlalchemy as sa
 
-    from .grade import LEDGER_TABLE
-
     engine = sa.create_engine(db_url)
     try:
         table = sa.Table(LEDGER_TABLE, sa.MetaData(), autoload_with=engine)
@@ -217,49 +176,21 @@ def check_scores(planned: list[Planned], scores: dict[tuple[str, str], tuple[flo
     return wrong
 
 
-@contextmanager
-def _timed_recording(seconds: list[float]):
-    """Time :func:`tl_course.classroom.grade.record` (phase 2, in this process) while grading: ``seconds`` gets one
-    entry per recorded notebook."""
-    from . import grade
-
-    original = grade.record
-
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            seconds.append(time.perf_counter() - t0)
-
-    grade.record = timed
-    try:
-        yield
-    finally:
-        grade.record = original
-
-
 def _grade(course: Path, db: Path, workers: int, cache: Path, **options):
     """One fresh grading run: (report, scores, seconds spent recording each notebook)."""
-    from .grade import Options, grade_class
-
     opts = Options(course=course, db_url=f"sqlite:///{db}", workers=workers, force=True, progress=False,
                    warm=False, env={"TL_COURSE_CACHE": str(cache)}, **options)
-    recorded: list[float] = []
-    with _timed_recording(recorded):
-        report = grade_class(opts)
-    return report, _scores(opts.db_url), recorded
+    report = grade_class(opts)
+    return report, _scores(opts.db_url), [t["record"] for t in report.timings.values() if "record" in t]
 
 
 def bench(students: int = 4, workers: int | None = None, assignments: list[str] | None = None) -> str:
     """Build a synthetic class (``students`` per assignment: reference, blank, known mistakes), grade it with
-    one worker and with ``workers`` (default: ``grade.default_workers()``, at least 2), grade the reference
+    one worker and with ``workers`` (default: :func:`tl_course.classroom.jobs.default_workers`, at least 2), grade the reference
     of :data:`CACHE_ASSIGNMENT` against an empty and a filled feature cache, and return one Markdown table
     with two or three lines of context."""
-    from . import grade
-
     assignments = list(assignments or DEFAULT_ASSIGNMENTS)
-    workers = max(2, workers or grade.default_workers())
+    workers = max(2, workers or default_workers())
     students = max(1, students)
     cores = os.cpu_count() or 1
     profile_note = "" if os.environ.get("TL_COURSE_PROFILE") else " (set by the bench: TL_COURSE_PROFILE was not set)"
@@ -321,7 +252,8 @@ def _table(runs, workers, cold, warm, cached_files, cache_wrong, assignments, st
     warm_s = _mean(t["seconds"] for t in warm.timings.values())
     light, heavy = projection(job_one, record_one), projection(warm_s, record_one)
     wrong = runs[1][1] + runs[workers][1] + cache_wrong
-    failed = {**one.failed, **many.failed, **cold.failed, **warm.failed}
+    failed = {**one.failed, **many.failed, **cold.failed, **warm.failed,
+              **one.errors, **many.errors, **cold.errors, **warm.errors}
     speedup = rate[workers] / rate[1] if rate[1] else 0.0
 
     rows = [("measurement", "1 worker", f"{workers} workers"), ("---", "---", "---"),

@@ -2,11 +2,10 @@
 
 The instructor notebooks in ``solutions/<id>/<id>.ipynb`` are the nbgrader *source*; the student
 notebooks in ``notebooks/<id>/<id>.ipynb`` are the *release*, produced by ``nbgrader
-generate_assignment`` (``make notebooks`` or ``python -m tl_course.classroom.release release``), never by hand.
+generate_assignment`` (``make notebooks`` or ``python -m tl_course.classroom release``), never by hand.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -126,7 +125,10 @@ print(f"tl_course {{tl_course.__version__}}, torch {{torch.__version__}}, device
 def write_notebook(path: str | Path, cells: list[nbformat.NotebookNode]) -> Path:
     """Write an nbgrader source notebook with a Python 3 kernel spec.
 
-    >>> write_notebook("solutions/ch01/ch01.ipynb", [md("# Title"), code("1 + 1")])
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_notebook(Path(tmp) / "ch01" / "ch01.ipynb", [md("# Title"), code("1 + 1")]).name
+    'ch01.ipynb'
     """
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -189,8 +191,10 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
     """Run ``nbgrader generate_assignment`` for one chapter; the student notebook lands in
     ``release_dir`` (default ``notebooks/``). The gradebook used is a throwaway one.
 
-    >>> release("ch01_pretrained_weights")
-    PosixPath('.../notebooks/ch01_pretrained_weights')
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     sorted(p.name for p in release("ch02_cat_detector", release_dir=Path(tmp)).iterdir())
+    ['ch02_cat_detector.ipynb']
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -218,13 +222,3 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
             shutil.rmtree(target)
         shutil.copytree(Path(tmp) / "release" / assignment_id, target)
     return target
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tl_course.classroom release",
-                                     description="Regenerate notebooks/ from solutions/ (nbgrader generate_assignment).")
-    parser.add_argument("assignment", nargs="*", help="assignment ids (default: all)")
-    args = parser.parse_args(argv)
-    for assignment_id in args.assignment or assignments():
-        print(release(assignment_id))
-

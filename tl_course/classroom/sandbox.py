@@ -3,16 +3,15 @@
 A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict, made by
 ``tl_course.classroom.grade.make_job``), so it runs the same in a local thread pool or on a remote Dask worker:
 
->>> result = run_job(job)            # doctest: +SKIP
->>> result["status"], result["reason"]  # doctest: +SKIP
-('graded', '')
+    result = run_job(job, stop)   # job: tl_course.classroom.jobs.make_job; stop: the run's threading.Event
+    result["status"], result["reason"]   # ("graded", ""), or ("failed", "one sentence why")
 
 What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
 
 - a **working copy** of its own: a private nbgrader course folder with a private SQLite gradebook holding
   only this assignment (made by ``nbgrader generate_assignment`` in the grader). The real gradebook, its
   URL and credentials never reach this process or the student kernel: the grader records the scores
-  afterwards from the executed notebook (:class:`tl_course.classroom.grade.ReplayOutputs`);
+  afterwards from the executed notebook (:func:`tl_course.classroom.recording.record`);
 - a **scrubbed environment**: only the variables the course needs (``TL_COURSE_*``, ``PATH``, thread
   counts) pass; ``HOME``, ``TMPDIR`` and Jupyter's folders point inside the working copy;
 - **limits** on the whole process tree: wall-clock time (the process group is killed), memory (address
@@ -26,7 +25,8 @@ What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
 - afterwards every process the job started is killed, found by a per-job marker in its environment.
 
 This file has no package-relative imports: the grader runs it as a script (``python -P sandbox.py``), so a
-job does not pay for importing torch before the student kernel even starts.
+job starts without importing the grader. Its child side reads nbgrader cells through
+:mod:`tl_course.classroom.notebooks` (torch-free, like every module of ``tl_course.classroom``).
 """
 from __future__ import annotations
 
@@ -59,8 +59,6 @@ KERNEL_USER = "nobody"
 SCRATCH_MB = 1024
 #: an executed notebook larger than this (outputs already trimmed in the child) is not read by the grader
 MAX_EXECUTED_BYTES = 64 * 2**20
-#: set by the grader on Ctrl-C: running jobs kill their notebooks and return at once
-STOP = threading.Event()
 SCRIPT = Path(__file__).resolve()
 #: the course package (this file lives in its ``classroom`` subpackage)
 PACKAGE_DIR = SCRIPT.parents[1]
@@ -69,11 +67,14 @@ PACKAGE_DIR = SCRIPT.parents[1]
 # ---------------------------------------------------------------------------------------------
 # The grader's side: one job in a child process with limits
 # ---------------------------------------------------------------------------------------------
-def run_job(job: dict) -> dict:
-    """Execute one submission (``job``, made by ``tl_course.classroom.grade.make_job``) and return what happened:
-    ``status`` ("graded" or "failed"), ``reason`` (one sentence when failed), ``executed`` (the executed
-    notebook, JSON text, when graded), ``seconds`` and ``timings`` (kernel start, imports, model load, tests).
-    Never raises for anything the notebook does."""
+def run_job(job: dict, stop: threading.Event | None = None) -> dict:
+    """Execute one submission (``job``, made by :func:`tl_course.classroom.jobs.make_job`) and return what
+    happened: ``status`` ("graded" or "failed"), ``reason`` (one sentence when failed), ``grader_side``
+    (True when it failed for the grader's reason, not the notebook's: stopped, could not start),
+    ``executed`` (the executed notebook, JSON text, when graded), ``seconds`` and ``timings`` (kernel
+    start, imports, model load, tests). ``stop``: the event of the grading run this job belongs to; once
+    set, the job kills its notebook and returns at once (a job on a Dask worker has none). Never raises for
+    anything the notebook does."""
     start = time.perf_counter()
     token = secrets.token_hex(8)
     # jobs live in a folder only the grader can list (0711), under unguessable names: another job's kernel
@@ -85,8 +86,9 @@ def run_job(job: dict) -> dict:
     os.chmod(jobdir, 0o711)
     try:
         _write_working_copy(job, jobdir)
-        status, reason = _run_child(job, jobdir, token)
-        out = {"status": status, "reason": reason, "executed": None, "timings": {}, "phase1": {}}
+        status, reason, grader_side = _run_child(job, jobdir, token, stop or threading.Event())
+        out = {"status": status, "reason": reason, "grader_side": grader_side, "executed": None, "timings": {},
+               "phase1": {}}
         _kill_job_processes(token)  # before reading anything the kernel might still write
         result_file = jobdir / "course" / "result.json"
         if status == "graded":
@@ -239,7 +241,9 @@ def _limits(memory_bytes: int | None, cpu_seconds: int | None, file_bytes: int |
     return apply
 
 
-def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
+def _run_child(job: dict, jobdir: Path, token: str, stop: threading.Event) -> tuple[str, str, bool]:
+    """Run the child to its end, the time limit, or ``stop``: (status, reason, whether the grader's side
+    caused the failure)."""
     timeout = float(job.get("timeout", 900))
     memory = int(job["memory_gb"] * 2**30) if job.get("memory_gb") else None
     cpu = int(timeout * max(1, int(job.get("threads", 1)))) + 60
@@ -247,9 +251,12 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
     isolated = job.get("isolation", "auto") != "none" and namespaces_available()
     if job.get("isolation") == "namespaces" and not isolated:
         return "failed", ("the grader was asked for --isolation namespaces, but this machine cannot make them "
-                          "(it needs root and util-linux unshare).")
+                          "(it needs root and util-linux unshare)."), True
     if isolated:
-        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []), scratch_mb=int(job.get("scratch_mb") or SCRATCH_MB))
+        env = job.get("env", {})
+        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []), scratch_mb=int(job.get("scratch_mb") or SCRATCH_MB),
+                               expose=[env[k] for k in ("TL_COURSE_DATA", "TL_COURSE_CACHE", "TORCH_HOME", "HF_HOME")
+                                       if env.get(k)])
     else:  # no wall: the kernel runs as the grader's user, as it always did (the summary says so)
         shutil.rmtree(jobdir / "jupyter", ignore_errors=True)
     log = open(jobdir / "child.log", "wb")
@@ -259,7 +266,7 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
                                 start_new_session=True, preexec_fn=_limits(memory, cpu, 2**30))
     except OSError as err:
         log.close()
-        return "failed", f"the grading process could not start ({err})."
+        return "failed", f"the grading process could not start ({err}).", True
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -267,20 +274,20 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
                 code = proc.wait(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
                 break
             except subprocess.TimeoutExpired:
-                if STOP.is_set():
+                if stop.is_set():
                     _kill_group(proc)
-                    return "failed", "the grader was stopped."
+                    return "failed", "the grader was stopped.", True
                 if time.monotonic() >= deadline:
                     _kill_group(proc)
                     return "failed", (f"the notebook ran past the time limit of {timeout:g} s for one "
-                                      "submission (an endless loop?); every test cell scores 0.")
+                                      "submission (an endless loop?); every test cell scores 0."), False
     except BaseException:  # Ctrl-C in the grader: take the job down with it
         _kill_group(proc)
         raise
     finally:
         log.close()
     if code == 0:
-        return "graded", ""
+        return "graded", "", False
     try:
         tail = (jobdir / "child.log").read_bytes()[-3000:].decode(errors="replace")
     except OSError:
@@ -289,12 +296,13 @@ def _run_child(job: dict, jobdir: Path, token: str) -> tuple[str, str]:
         name = signal.Signals(-code).name
         why = {"SIGXCPU": "it used up its CPU-time limit", "SIGKILL": "it was killed (out of memory?)",
                "SIGXFSZ": "it wrote a file larger than the limit"}.get(name, f"it died of {name}")
-        return "failed", f"the grading process stopped: {why}; every test cell scores 0."
+        return "failed", f"the grading process stopped: {why}; every test cell scores 0.", False
     if "MemoryError" in tail:
         return "failed", ("the grading process ran out of memory (the notebook allocated too much or printed "
-                          "too much output); every test cell scores 0.")
+                          "too much output); every test cell scores 0."), False
     last = [line for line in tail.splitlines() if line.strip()][-1:] or ["no message"]
-    return "failed", f"the grading process failed (exit {code}: {last[0].strip()[:300]}); every test cell scores 0."
+    return "failed", (f"the grading process failed (exit {code}: {last[0].strip()[:300]}); "
+                      "every test cell scores 0."), False
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,7 +330,8 @@ def kernel_ids() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch_mb: int = SCRATCH_MB) -> list[str]:
+def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch_mb: int = SCRATCH_MB,
+                     expose: list[str] = ()) -> list[str]:
     """``cmd`` inside new mount, PID and network namespaces: the whole file system read-only except the
     job's own folder and a private /dev/shm, the course folder and credential files hidden, the grader's
     processes invisible, a network of its own with nothing but loopback (no other job's kernel, no
@@ -330,7 +339,8 @@ def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch
     the kernel as :data:`KERNEL_USER` and to stop it (setuid, setgid, kill). The kernel writes only to its
     own size-limited file systems (HOME and TMPDIR, ``scratch_mb`` MiB each, and /dev/shm): a notebook
     that fills them fills nobody else's. Killing the namespace's first process kills every process the
-    notebook started."""
+    notebook started. ``expose``: folders the kernel must read beyond :func:`kernel_needs` (the shared cache
+    the job names)."""
     import shlex
 
     q = shlex.quote
@@ -342,7 +352,7 @@ def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch
              f"mount -t tmpfs -o size=1m,mode=0711 tmpfs {base}",
              f"mkdir {job} && mount --move /dev/shm/.job {job} && rmdir /dev/shm/.job",
              "ip link set lo up"]
-    steps += _expose_steps(kernel_needs())
+    steps += _expose_steps(kernel_needs(expose))
     for sub in ("home", "tmp"):
         steps.append(f"mkdir -p {q(str(jobdir / sub))} && mount -t tmpfs -o size={int(scratch_mb)}m,mode=0700,"
                      f"uid={uid},gid={gid},nosuid,nodev tmpfs {q(str(jobdir / sub))}")
@@ -366,10 +376,11 @@ def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch
             "sh", "-ec", " && ".join(steps)]
 
 
-def kernel_needs() -> list[str]:
+def kernel_needs(extra: list[str] = ()) -> list[str]:
     """What the kernel (:data:`KERNEL_USER`) must reach: the Python it runs, the course package, the photos
-    and the shared caches named in the environment."""
-    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), str(PACKAGE_DIR.parent)}
+    and the shared caches named in the environment, and ``extra``."""
+    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), str(PACKAGE_DIR.parent),
+             *extra}
     paths |= {os.environ[k] for k in ("TL_COURSE_DATA", "TL_COURSE_CACHE", "TORCH_HOME", "HF_HOME") if os.environ.get(k)}
     paths |= {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
     found = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
@@ -525,6 +536,8 @@ def _guarded_execute_class():
     from nbclient.util import run_sync
     from nbgrader.preprocessors import Execute
 
+    from tl_course.classroom.notebooks import is_test
+
     class GuardedExecute(Execute):
         """nbgrader's Execute, plus the integrity probe around every graded test cell: if the notebook
         replaced or patched ``tl_course``, the cell gets an error output (nbgrader then scores it 0)."""
@@ -545,8 +558,7 @@ def _guarded_execute_class():
                 return [f"the course's integrity check could not run ({type(err).__name__})"]
 
         async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
-            meta = cell.get("metadata", {}).get("nbgrader", {})
-            graded = cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
+            graded = is_test(cell)
             before = await self._probe() if graded else []
             cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             if cell.cell_type == "code":  # one huge line or output is cut here, before it is written anywhere
@@ -635,7 +647,7 @@ def _execute(course: Path) -> int:
     result = api.autograde(assignment, student, force=True, create=True)
     executed = course / "autograded" / student / assignment / f"{assignment}.ipynb"
     info = {"success": bool(result.get("success")) and executed.exists(), "executed": str(executed),
-            "reason": _autograde_failure(result) if not result.get("success") else "",
+            "reason": autograde_failure(result) if not result.get("success") else "",
             "timings": _timings(executed, t0) if executed.exists() else {}, "scores": {}}
     (course / "result.json").write_text(json.dumps(info))
     return 0
@@ -644,7 +656,7 @@ def _execute(course: Path) -> int:
 _EXCEPTION_LINE = re.compile(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$")
 
 
-def _autograde_failure(result: dict) -> str:
+def autograde_failure(result: dict) -> str:
     """nbgrader's failure, in one sentence: its log says "see the above traceback"; the cause is above."""
     text = (result.get("error") or "") + "\n" + (result.get("log") or "")
     if "DeadKernelError" in text or "Kernel died" in text:
@@ -663,6 +675,8 @@ def _timings(executed: Path, t0: float) -> dict:
     import nbformat
     from datetime import datetime
 
+    from tl_course.classroom.notebooks import grade_id, is_test
+
     nb = nbformat.read(executed, as_version=4)
     parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()  # noqa: E731
     out = {"kernel_start": 0.0, "imports": 0.0, "model_load": 0.0, "tests": 0.0, "other": 0.0}
@@ -673,10 +687,9 @@ def _timings(executed: Path, t0: float) -> dict:
             continue
         begin, end = parse(timing["iopub.execute_input"]), parse(timing["shell.execute_reply"])
         first = begin if first is None else first
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade_id") == "setup":
+        if grade_id(cell) == "setup":
             key = "imports"
-        elif meta.get("grade") and not meta.get("solution"):
+        elif is_test(cell):
             key = "tests"
         elif "load_pretrained(" in cell.source:
             key = "model_load"
@@ -693,4 +706,4 @@ if __name__ == "__main__":
         sys.exit(_execute(Path(sys.argv[2])))
     if len(sys.argv) >= 4 and sys.argv[1] == "kernel":  # nbclient may add arguments for ipykernel
         _launch_kernel(sys.argv[2], sys.argv[3], sys.argv[4:])
-    sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by tl_course.classroom.grade, not by hand)")
+    sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by python -m tl_course.classroom grade, not by hand)")
