@@ -2,6 +2,7 @@
 #   make book   installs what it needs and builds the book with every chapter executed (_build/html)
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
 #   make test-fast  only the package tests (pytest -m "not slow")
+#   make test-hostile  every hostile-notebook case (tests/test_hostile*.py; make test runs a sample)
 #   make grade  grade the class in submitted/ (python -m tl_course.classroom grade; see book/instructors.md)
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
 
@@ -16,7 +17,7 @@ ifeq ($(TL_COURSE_DATA),)
   endif
 endif
 
-.PHONY: install book test test-fast demo bench grade notebooks clean
+.PHONY: install book test test-fast test-hostile demo bench grade notebooks clean
 
 install: $(STAMP)
 
@@ -39,6 +40,11 @@ test: $(STAMP)
 # The package tests only (no notebooks through nbgrader, no book build): a few minutes on 2 cores.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every hostile-notebook case (issue 17): the fast ones and the whole hostile class, all of its cases
+# (make test runs the fast ones and a sample of the class). A few minutes on 2 cores; the isolation checks need root.
+test-hostile: $(STAMP)
+	TL_COURSE_HOSTILE=all OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_hostile.py tests/test_hostile_class.py
 
 demo: $(STAMP)
 	$(BIN)/python -m tl_course demo

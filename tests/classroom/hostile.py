@@ -129,3 +129,115 @@ def _insert_first_line(source: str, signature: str, line: str) -> str:
             lines.insert(node.body[0].lineno - 1, line)
             return "\n".join(lines) + "\n"
     raise ValueError(f"no function {signature!r} in the reference")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17: the hostile class of tests/test_hostile_class.py (its own small class, a PostgreSQL gradebook
+# with password-less local connections, a root-only file beside the course). Each case keeps the
+# reference answers, so it must score full marks; what it tried is checked from its outputs and feedback.
+# "sample": in the normal suite; the others only with TL_COURSE_HOSTILE=all (make test-hostile).
+# ---------------------------------------------------------------------------------------------
+#: what the kernel can reach: prints one line "PROBE {json}" (placeholders filled in by the test)
+PROBE = r'''
+import glob, json, os, socket
+_r = {"uid": os.getuid()}
+_course = os.path.abspath(os.path.join(os.getcwd(), "..", "..", ".."))
+for _name, _path in (("gradebook", os.path.join(_course, "gradebook.db")), ("secret", "__SECRET__"),
+                     ("job_json", os.path.join(_course, "job.json"))):
+    try:
+        open(_path, "rb").read(16)
+        _r[_name] = "READ"
+    except OSError as _e:
+        _r[_name] = type(_e).__name__
+try:
+    _r["other_jobs"] = sorted(os.listdir(os.path.dirname(os.path.dirname(_course))))
+except OSError as _e:
+    _r["other_jobs"] = type(_e).__name__
+_own = set()
+try:
+    from ipykernel.kernelapp import IPKernelApp
+    _app = IPKernelApp.instance()
+    _own = {_app.shell_port, _app.iopub_port, _app.stdin_port, _app.control_port, _app.hb_port}
+except Exception:
+    pass
+_listen = set()
+for _f in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for _line in open(_f).read().splitlines()[1:]:
+        _parts = _line.split()
+        if _parts[3] == "0A":
+            _listen.add(int(_parts[1].rsplit(":", 1)[1], 16))
+_r["foreign_listeners"] = sorted(_listen - _own)
+_r["listeners"] = sorted(_listen)
+try:
+    socket.create_connection(("127.0.0.1", __PG_PORT__), timeout=3).close()
+    _r["pg_tcp"] = "CONNECTED"
+except OSError as _e:
+    _r["pg_tcp"] = type(_e).__name__
+try:
+    _s = socket.socket(socket.AF_UNIX)
+    _s.connect(os.path.join("__PG_SOCKET__", ".s.PGSQL.__PG_PORT__"))
+    _s.close()
+    _r["pg_socket"] = "CONNECTED"
+except OSError as _e:
+    _r["pg_socket"] = type(_e).__name__
+try:
+    import psycopg
+    with psycopg.connect(host="__PG_SOCKET__", port=__PG_PORT__, user="pgadmin", dbname="gradebook",
+                         connect_timeout=3) as _c:
+        _c.execute("UPDATE grade SET auto_score = 0")
+    _r["pg_update"] = "UPDATED"
+except Exception as _e:
+    _r["pg_update"] = type(_e).__name__
+_written, _why, _files = 0, "cap", []
+try:  # files of 256 MiB (under the per-file limit) until the disk is full or 3 GiB are written
+    while _written < 3 * 2**30:
+        _files.append(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fill{len(_files)}"))
+        with open(_files[-1], "wb") as _fh:
+            for _ in range(4):
+                _fh.write(b"\0" * 2**26)
+                _fh.flush()
+                _written += 2**26
+except OSError as _e:
+    _why = type(_e).__name__ + str(_e.errno)
+finally:
+    for _p in _files:
+        try:
+            os.remove(_p)
+        except OSError:
+            pass
+_r["disk_written"], _r["disk_stop"] = _written, _why
+print("PROBE " + json.dumps(_r))
+'''
+
+#: student markup and terminal escapes in outputs: the feedback must run none of it and show them escaped
+_MARKUP = r'''
+from IPython.display import HTML, Markdown, Javascript, display
+display(HTML("<script>alert('xss-script')</script><img src=x onerror=\"alert('xss-onerror')\">"))
+display(Markdown("[click](javascript:alert('xss-link'))"))
+display(Javascript("alert('xss-js')"))
+print("\x1b[2J\x1b]0;pwned\x07\x00 terminal escapes")
+'''
+
+HOSTILE_CLASS = {
+    # reads the job's gradebook (hidden tests), a root-only file, other jobs; looks for other kernels and
+    # the gradebook server on loopback and its Unix socket; rewrites every grade; fills its disk
+    "probe": {"sample": True, "extra": PROBE},
+    # <script>, onerror, javascript: links, a Javascript output, ANSI and other control characters
+    "markup": {"sample": True, "extra": _MARKUP},
+    # one 100 MB output line
+    "line": {"sample": False, "extra": "print('x' * 100_000_000)\n"},
+    # a file whose name is not UTF-8 beside the notebook
+    "nonutf8": {"sample": False, "extra": "", "file": b"notes-\xff\xfe.txt"},
+}
+
+
+def class_sources(reference: dict[str, str], fill: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Every case of :data:`HOSTILE_CLASS` as answer cells: the reference's, with the case's code after
+    the ``cat_label`` answer (placeholders of ``fill`` replaced)."""
+    out = {}
+    for name, spec in HOSTILE_CLASS.items():
+        extra = spec["extra"]
+        for key, value in fill.items():
+            extra = extra.replace(key, value)
+        out[name] = {"cat_label": reference["cat_label"] + "\n" + extra}
+    return out

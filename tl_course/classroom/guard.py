@@ -35,6 +35,16 @@ class GradebookUnreachable(RuntimeError):
     """The gradebook stayed unreachable through every retry."""
 
 
+class GradebookHiccup(RuntimeError):
+    """A database error in the middle of recording while the gradebook is down: retried with back-off."""
+
+
+#: what nbgrader's log says when the database, not the notebook, failed
+DATABASE_ERRORS = ("OperationalError", "InterfaceError", "DBAPIError", "DisconnectionError", "PendingRollbackError",
+                   "server closed the connection", "could not connect to server", "connection refused",
+                   "terminating connection", "database is locked")
+
+
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text())
@@ -131,7 +141,7 @@ def with_retries(call: Callable[[], T], is_reachable: Callable[[], bool], delays
         try:
             return call()
         except Exception as err:  # noqa: BLE001 - decided below: the call's own error or an outage
-            if is_reachable():
+            if not isinstance(err, GradebookHiccup) and is_reachable():
                 raise
             if delay is None:
                 raise GradebookUnreachable(

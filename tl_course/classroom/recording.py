@@ -10,7 +10,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from . import safety, sandbox
+from . import guard, safety, sandbox
 from .gradebook import GradingError, nbgrader_api
 from .notebooks import is_test
 from .submissions import Submission
@@ -100,6 +100,22 @@ def write_feedback(cfg, sub: Submission) -> list[Path]:
     return pages
 
 
+def _gradebook_up(cfg) -> bool:
+    from .gradebook import open_engine
+
+    engine = open_engine(cfg.CourseDirectory.db_url)
+    try:
+        return guard.reachable(engine)
+    finally:
+        engine.dispose()
+
+
+def _database_failed(done: dict) -> bool:
+    """Whether nbgrader's failed autograde failed on the database (its error and log say which)."""
+    text = (done.get("error") or "") + "\n" + (done.get("log") or "")
+    return any(marker in text for marker in guard.DATABASE_ERRORS)
+
+
 def record(config, sub: Submission, result: dict, feedback: bool = True, work: Path | None = None) -> tuple[float, float]:
     """Phase 2 for one submission: nbgrader autograde against the real gradebook with the sandbox's
     outputs (:class:`ReplayOutputs`), then feedback. Returns ``(score, max_score)``."""
@@ -123,6 +139,12 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
         warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy "not in session" notices
         api = nbgrader_api(cfg)
         done = api.autograde(sub.assignment, sub.student, force=True, create=True)
+        if not done["success"] and _database_failed(done):
+            # the gradebook failed, not the notebook: never record a stand-in 0 for that. Down: the caller
+            # waits and retries; back already: once more here (a second failure is the notebook's own)
+            if not _gradebook_up(cfg):
+                raise guard.GradebookHiccup(f"the gradebook failed while recording {sub.student}/{sub.assignment}")
+            done = api.autograde(sub.assignment, sub.student, force=True, create=True)
         if not done["success"]:
             # nbgrader cannot even read the notebook (not JSON, cells deleted or changed in type): record the
             # release notebook in its place, every test cell failing with the reason. The student's own file
@@ -139,6 +161,8 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
             cfg.CourseDirectory.submitted_directory = str(standin)
             api = nbgrader_api(cfg)
             done = api.autograde(sub.assignment, sub.student, force=True, create=True)
+            if not done["success"] and _database_failed(done) and not _gradebook_up(cfg):
+                raise guard.GradebookHiccup(f"the gradebook failed while recording {sub.student}/{sub.assignment}")
             if not done["success"]:
                 raise GradingError(f"nbgrader could not record {sub.student}/{sub.assignment} even as a failure: "
                                    f"{sandbox.autograde_failure(done)}")

@@ -138,14 +138,15 @@ def _hold_job_lock(base: Path, token: str) -> int:
 
 
 def remove_leftovers(base: Path, min_age: float = 60.0) -> list[str]:
-    """Delete the job folders (and locks) in ``base`` whose job no longer runs (its lock is free: the
-    process that held it is gone) and that are older than ``min_age`` seconds. Returns their names.
+    """Delete the job folders (and locks) in ``base`` whose job no longer runs (its lock file is there and
+    free: the process that held it is gone) and that are older than ``min_age`` seconds. A folder without a
+    lock file is left alone (another version of the grader may be running it). Returns the names removed.
 
     >>> import tempfile
     >>> base = Path(tempfile.mkdtemp())
-    >>> (base / "job-0123abcd-x1").mkdir(); (base / "job-0123abcd.lock").touch()
+    >>> (base / "job-0123abcd-x1").mkdir(); (base / "job-0123abcd.lock").touch(); (base / "job-4567-y2").mkdir()
     >>> remove_leftovers(base, min_age=0), sorted(p.name for p in base.iterdir())
-    (['job-0123abcd-x1', 'job-0123abcd.lock'], [])
+    (['job-0123abcd-x1', 'job-0123abcd.lock'], ['job-4567-y2'])
     """
     import fcntl
 
@@ -157,14 +158,15 @@ def remove_leftovers(base: Path, min_age: float = 60.0) -> list[str]:
                 continue
             token = path.name.split("-")[1].removesuffix(".lock")
             lock = base / f"job-{token}.lock"
-            if lock.exists():
-                fd = os.open(lock, os.O_RDWR)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its job still runs
-                finally:
-                    os.close(fd)
+            if not lock.exists():
+                continue  # not a job of this code (or its lock is gone with it): not ours to judge
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its job still runs
+            finally:
+                os.close(fd)
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
