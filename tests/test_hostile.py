@@ -257,3 +257,59 @@ def test_reachable_sees_a_missing_server():
     assert guard.reachable(sa.create_engine("sqlite://"))
     assert not guard.reachable(sa.create_engine("postgresql://nobody@127.0.0.1:1/none",
                                                 connect_args={"connect_timeout": 2}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The review list: submissions that touch the interpreter's machinery, whatever they scored
+# ---------------------------------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent / "classroom"))
+import hostile  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(hostile.VERDICT_TRICKS))
+def test_verdict_tricks_are_listed_for_review(name):
+    from tl_course.classroom.notebooks import fill_submission, reference_answers
+    from tl_course.classroom.review import machinery_cells
+
+    answers = reference_answers(REFERENCE)
+    answers["cat_label"] += "\n" + hostile.VERDICT_TRICKS[name]
+    nb = fill_submission(BLANK, REFERENCE, answers)
+    found = machinery_cells(nb)
+    assert [cell for cell, _ in found] == ["cat_label"], found
+
+
+def test_reference_and_blank_are_not_listed():
+    import nbformat
+
+    from tl_course.classroom.review import machinery_cells
+
+    for path in sorted((ROOT / "solutions").glob("*/*.ipynb")) + sorted((ROOT / "notebooks").glob("*/*.ipynb")):
+        assert machinery_cells(nbformat.read(path, as_version=4)) == [], path
+
+
+def test_summary_lists_submissions_for_review(tmp_path, nbgrader_on_path):
+    import nbformat
+    import sqlalchemy as sa
+    from nbgrader.api import Gradebook
+
+    from tl_course.classroom.notebooks import fill_submission, reference_answers
+
+    answers = reference_answers(REFERENCE)
+    answers["cat_label"] += "\n" + hostile.VERDICT_TRICKS["setprofile"]
+    for student, nb in (("mallory", fill_submission(BLANK, REFERENCE, answers)),
+                        ("alice", fill_submission(BLANK, REFERENCE))):
+        folder = tmp_path / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{ASSIGNMENT}.ipynb")
+    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(db_url):
+        pass
+    engine = sa.create_engine(db_url)
+    ledger, _ = gradebook.tables(engine)
+    for student in ("mallory", "alice"):
+        gradebook.write_ledger(engine, ledger, student, ASSIGNMENT, "0" * 64, "graded", "", (10.0, 10.0))
+    _, summary, _ = reports.write_reports(gradebook.course_config(tmp_path, db_url), engine, ledger, tmp_path / "out")
+    text = summary.read_text(encoding="utf-8")
+    assert "## For review: cells that touch the interpreter's machinery" in text
+    assert f"- mallory / {ASSIGNMENT}: cat_label (profiler/tracer)" in text
+    assert "alice /" not in text.split("## For review", 1)[1]

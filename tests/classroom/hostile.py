@@ -241,3 +241,19 @@ def class_sources(reference: dict[str, str], fill: dict[str, str]) -> dict[str, 
             extra = extra.replace(key, value)
         out[name] = {"cat_label": reference["cat_label"] + "\n" + extra}
     return out
+
+
+#: the nine ways of issue 17 to make a blank or wrong notebook pass while student code and tests share one
+#: kernel (as the student would write them in an answer cell); not defended yet, each must at least be
+#: listed for review in summary.md (tl_course.classroom.review)
+VERDICT_TRICKS = {
+    "displayhook": "import sys\nsys.displayhook('ok')\n",
+    "transformer": "ip = get_ipython()\nip.input_transformers_post.append(lambda lines: [] if any('assert' in l for l in lines) else lines)\n",
+    "equal_to_all": "class Any(int):\n    def __eq__(self, other):\n        return True\n",
+    "setprofile": "import sys\nsys.setprofile(None)\n",
+    "forbidden_called": "import tl_course.grading\ntl_course.grading.Trace.forbidden_called = lambda self, *a: False\n",
+    "run_cell_events": "get_ipython().events.register('pre_run_cell', lambda info: None)\n",
+    "import_hook": "import builtins\n_real = builtins.__import__\nbuiltins.__import__ = lambda name, *a, **k: _real(name, *a, **k)\n",
+    "random_state": "import random\nrandom.getstate = lambda: None\n",
+    "global_str": "str = lambda x: 'ok'\n",
+}

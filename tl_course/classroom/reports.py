@@ -141,5 +141,35 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[s
                   "A test tuned to one profile's sizes may fail under another: check these before trusting "
                   "their scores.", ""]
         lines += [f"- {line}" for line in mismatched]
+    flagged = review_list(course, [(r.student_id, r.assignment_id) for r in rows],
+                          config.CourseDirectory.get("submitted_directory", "submitted"))
+    if flagged:
+        lines += ["", "## For review: cells that touch the interpreter's machinery", "",
+                  "Whatever they scored: student code and the tests share one kernel, and these cells change "
+                  "what the tests rely on (see book/instructors.md, \"Untrusted notebooks\"). Read them.", ""]
+        lines += [f"- {line}" for line in flagged]
     summary_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, summary_path, mismatched
+
+
+def review_list(course: Path, submissions: list[tuple[str, str]], submitted: str = "submitted") -> list[str]:
+    """One line per submission whose own cells touch the interpreter's machinery
+    (:func:`tl_course.classroom.review.machinery_cells`): ``student / assignment: cell (what), ...``, escaped.
+
+    >>> review_list(Path("/nonexistent"), [("alice", "ch02_cat_detector")])
+    []
+    """
+    from .review import machinery_cells
+
+    out = []
+    for student, assignment in submissions:
+        path = course / submitted / student / assignment / f"{assignment}.ipynb"
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except (OSError, ValueError):
+            continue
+        cells = machinery_cells(nb) if isinstance(nb, dict) else []
+        if cells:
+            out.append(f"{safety.one_line(student)} / {safety.one_line(assignment)}: " + "; ".join(
+                f"{safety.one_line(name)} ({', '.join(hits)})" for name, hits in cells))
+    return out
