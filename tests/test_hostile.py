@@ -313,3 +313,44 @@ def test_summary_lists_submissions_for_review(tmp_path, nbgrader_on_path):
     assert "## For review: cells that touch the interpreter's machinery" in text
     assert f"- mallory / {ASSIGNMENT}: cat_label (profiler/tracer)" in text
     assert "alice /" not in text.split("## For review", 1)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Grade integrity: a submission's grade comes from that submission only
+# ---------------------------------------------------------------------------------------------
+def _test_cells_of(path: Path) -> list:
+    import json
+
+    from tl_course.classroom.repair import test_cells
+
+    return test_cells(json.loads(path.read_text(encoding="utf-8"))["cells"])
+
+
+def test_deleted_test_cell_is_restored():
+    import json
+
+    from tl_course.classroom.repair import repair_cells
+
+    cells = json.loads(BLANK.read_text(encoding="utf-8"))["cells"]
+    kept = [c for c in cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != "test_cat_label"]
+    assert len(kept) == len(cells) - 1
+    notes = repair_cells(kept, _test_cells_of(BLANK))
+    assert notes == ["the deleted test cell test_cat_label was restored at the end and graded"]
+    assert kept[-1]["metadata"]["nbgrader"]["grade_id"] == "test_cat_label" and kept[-1]["outputs"] == []
+    assert len({c.get("id") for c in kept}) == len(kept), "cell ids must stay unique"
+
+
+def test_pasted_test_cell_is_graded_once():
+    import copy
+    import json
+
+    from tl_course.classroom.repair import repair_cells
+
+    cells = json.loads(BLANK.read_text(encoding="utf-8"))["cells"]
+    i = next(k for k, c in enumerate(cells) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "test_cat_label")
+    cells.insert(i + 1, dict(copy.deepcopy(cells[i]), id="pasted"))
+    notes = repair_cells(cells, _test_cells_of(BLANK))
+    assert notes == ["a pasted copy of test cell test_cat_label is graded once (the copy runs as an ordinary cell)"]
+    assert cells[i]["metadata"]["nbgrader"]["grade_id"] == "test_cat_label"
+    assert "nbgrader" not in cells[i + 1]["metadata"]
+    assert repair_cells(copy.deepcopy(cells), _test_cells_of(BLANK)) == []   # an untouched notebook: no change

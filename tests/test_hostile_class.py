@@ -20,6 +20,7 @@ runs every case. Marked slow: a few minutes on 2 cores.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import glob
 import json
@@ -112,6 +113,12 @@ def hostile_class():
                 folder = root / "submitted" / sid / A
                 folder.mkdir(parents=True)
                 nb = nbformat.read(RELEASED, as_version=4) if changed is None else fill_submission(RELEASED, SOURCE, changed)
+                paste = hostile.HOSTILE_CLASS.get(sid[2:], {}).get("paste")
+                if paste:  # a copy right below the original, metadata and all, with a cell id of its own
+                    i = next(k for k, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == paste)
+                    copied = copy.deepcopy(nb.cells[i])
+                    copied["id"] = "pasted-copy"
+                    nb.cells.insert(i + 1, copied)
                 nbformat.write(nb, folder / f"{A}.ipynb")
                 extra = hostile.HOSTILE_CLASS.get(sid[2:], {}).get("file")
                 if extra:
@@ -172,10 +179,10 @@ def test_feedback_runs_no_student_markup(hostile_class):
     html = (hostile_class.root / "feedback" / "h-markup" / A / f"{A}.html").read_text(encoding="utf-8")
     head = html.split("<head>", 1)[1]
     assert head.startswith('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; script-src \'none\'')
-    assert "alert('xss-script')</script>" not in html.replace("&lt;script&gt;", "")
+    # (the student's source is shown, highlighted: the markup must not be live as elements)
+    assert not re.search(r"<script[^>]*>[^<]*xss", html), "a student script is in the page"
     assert not re.search(r"<img[^>]*onerror", html), "an onerror handler is live"
     assert not re.search(r"href=\"javascript:", html), "a javascript: link is live"
-    assert "alert('xss-js')" not in html
     assert not any(c in html for c in "\x1b\x07\x00"), "raw control characters in the feedback"
 
 
@@ -204,6 +211,36 @@ def test_one_huge_line_is_trimmed(hostile_class):
 @pytest.mark.skipif("nonutf8" not in CASES, reason="TL_COURSE_HOSTILE=all only")
 def test_non_utf8_name_affects_only_itself(hostile_class):
     assert hostile_class.grades["h-nonutf8"] == 10.0
+
+
+@pytest.mark.skipif("pasted" not in CASES, reason="a sample case")
+def test_pasted_test_cell_is_graded_once_and_listed(hostile_class):
+    assert hostile_class.grades["h-pasted"] == 10.0
+    summary = (hostile_class.root / "grading" / "summary.md").read_text(encoding="utf-8")
+    assert (f"- h-pasted / {A}: a pasted copy of test cell test_cat_label is graded once") in summary
+
+
+@pytest.mark.skipif(not ALL, reason="TL_COURSE_HOSTILE=all only")
+def test_resubmission_cannot_keep_a_deleted_cells_mark(hostile_class):
+    """The reference (10/10) resubmits with test_cat_label deleted and cat_label wrong: that cell is restored
+    and scores 0; nothing else changes. Runs last: it regrades one submission of the class."""
+    from nbgrader.api import Gradebook
+
+    answers = reference_answers(SOURCE)
+    answers["cat_label"] = "def cat_label(breed):\n    return 2\n"
+    nb = fill_submission(RELEASED, SOURCE, answers)
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_cat_label"]
+    nbformat.write(nb, hostile_class.root / "submitted" / "reference" / A / f"{A}.ipynb")
+    env = dict(os.environ, TL_COURSE_GRADEBOOK=hostile_class.db_url, PYTHONPATH=str(ROOT),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "tl_course.classroom", "grade", "--course", str(hostile_class.root),
+                           "--quiet", "--no-warm"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and "graded 1," in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    with Gradebook(hostile_class.db_url) as gb:
+        cells = {g.name: g.score for nb_ in gb.find_submission(A, "reference").notebooks for g in nb_.grades}
+    assert cells["test_cat_label"] == 0.0 and sum(cells.values()) == 9.0, cells
+    summary = (hostile_class.root / "grading" / "summary.md").read_text(encoding="utf-8")
+    assert f"- reference / {A}: the deleted test cell test_cat_label was restored at the end and graded" in summary
 
 
 def test_second_grader_on_the_gradebook_is_refused(tmp_path):

@@ -228,6 +228,8 @@ HOSTILE_CLASS = {
     "line": {"sample": False, "extra": "print('x' * 100_000_000)\n"},
     # a file whose name is not UTF-8 beside the notebook
     "nonutf8": {"sample": False, "extra": "", "file": b"notes-\xff\xfe.txt"},
+    # an honest copy-and-paste of a test cell (Jupyter copies its metadata): graded once, not zeroed
+    "pasted": {"sample": True, "extra": "", "paste": "test_cat_label"},
 }
 
 

@@ -133,6 +133,11 @@ def record(config, sub: Submission, result: dict, feedback: bool = True, work: P
         cfg.ReplayOutputs.executed, cfg.ReplayOutputs.failure = str(executed), ""
     else:
         cfg.ReplayOutputs.executed, cfg.ReplayOutputs.failure = "", result["reason"]
+    release = Path(cfg.CourseDirectory.release_directory) / sub.assignment / f"{sub.assignment}.ipynb"
+    if release.is_file():  # the same test cells as the sandbox saw (a deleted one restored, a copy graded once)
+        from .jobs import release_tests
+
+        sandbox.with_restore_tests(cfg, release_tests(release))
     cfg.Autograde.autograde_preprocessors = [replay if p is Execute else p
                                              for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
     with warnings.catch_warnings():

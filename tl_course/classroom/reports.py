@@ -142,7 +142,8 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[s
                   "their scores.", ""]
         lines += [f"- {line}" for line in mismatched]
     flagged = review_list(course, [(r.student_id, r.assignment_id) for r in rows],
-                          config.CourseDirectory.get("submitted_directory", "submitted"))
+                          config.CourseDirectory.get("submitted_directory", "submitted"),
+                          Path(config.CourseDirectory.get("release_directory", "release")))
     if flagged:
         lines += ["", "## For review: cells that touch the interpreter's machinery", "",
                   "Whatever they scored: student code and the tests share one kernel, and these cells change "
@@ -152,9 +153,26 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[s
     return csv_path, summary_path, mismatched
 
 
-def review_list(course: Path, submissions: list[tuple[str, str]], submitted: str = "submitted") -> list[str]:
+def _repairs(nb: dict, release: Path | None, assignment: str) -> list[str]:
+    import copy
+
+    from .repair import repair_cells, test_cells
+
+    path = (release / assignment / f"{assignment}.ipynb") if release else None
+    try:
+        tests = test_cells(json.loads(path.read_text(encoding="utf-8"))["cells"]) if path else []
+    except (OSError, ValueError, KeyError):
+        return []
+    cells = copy.deepcopy([c for c in nb.get("cells", []) if isinstance(c, dict)])
+    return repair_cells(cells, tests) if tests else []
+
+
+def review_list(course: Path, submissions: list[tuple[str, str]], submitted: str = "submitted",
+                release: Path | None = None) -> list[str]:
     """One line per submission whose own cells touch the interpreter's machinery
-    (:func:`tl_course.classroom.review.machinery_cells`): ``student / assignment: cell (what), ...``, escaped.
+    (:func:`tl_course.classroom.review.machinery_cells`) or whose test cells were put right (a deleted one
+    restored, a pasted copy graded once: :func:`tl_course.classroom.repair.repair_cells`, against the
+    release notebooks in ``release``): ``student / assignment: cell (what), ...``, escaped.
 
     >>> review_list(Path("/nonexistent"), [("alice", "ch02_cat_detector")])
     []
@@ -168,8 +186,10 @@ def review_list(course: Path, submissions: list[tuple[str, str]], submitted: str
             nb = json.loads(path.read_text(encoding="utf-8", errors="replace"))
         except (OSError, ValueError):
             continue
-        cells = machinery_cells(nb) if isinstance(nb, dict) else []
-        if cells:
-            out.append(f"{safety.one_line(student)} / {safety.one_line(assignment)}: " + "; ".join(
-                f"{safety.one_line(name)} ({', '.join(hits)})" for name, hits in cells))
+        if not isinstance(nb, dict):
+            continue
+        items = [f"{safety.one_line(name)} ({', '.join(hits)})" for name, hits in machinery_cells(nb)]
+        items += [safety.one_line(note) for note in _repairs(nb, release, assignment)]
+        if items:
+            out.append(f"{safety.one_line(student)} / {safety.one_line(assignment)}: " + "; ".join(items))
     return out

@@ -190,7 +190,7 @@ def _write_working_copy(job: dict, jobdir: Path) -> None:
     for sub in ("home", "tmp", "runtime"):
         (jobdir / sub).mkdir()
     (course / "job.json").write_text(json.dumps({k: job[k] for k in (
-        "assignment", "student", "cell_timeout", "integrity") if k in job}))
+        "assignment", "student", "cell_timeout", "integrity", "tests") if k in job}))
     # what only the grading process may read (the private gradebook holds the hidden tests): the kernel,
     # another user behind the wall, may pass through the course folder to its working folder, not list it
     for path in (course / "gradebook.db", course / "job.json"):
@@ -591,14 +591,50 @@ def _guarded_execute_class():
 
 
 @functools.lru_cache(maxsize=None)
-def _safety():
-    """``tl_course.classroom.safety``, loaded from beside this file (it runs as a script: no package)."""
+def _sibling(name: str):
+    """``tl_course.classroom.<name>``, loaded from beside this file (it runs as a script: no package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("tl_course_classroom_safety", SCRIPT.parent / "safety.py")
+    spec = importlib.util.spec_from_file_location(f"tl_course_classroom_{name}", SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _safety():
+    return _sibling("safety")
+
+
+@functools.lru_cache(maxsize=None)
+def restore_tests_class():
+    """nbgrader's preprocessor class :class:`RestoreTestCells`, made on first use: the first of nbgrader's
+    sanitising steps, in the sandbox and in the grader alike (:mod:`tl_course.classroom.repair`)."""
+    from nbgrader.preprocessors import NbGraderPreprocessor
+    from traitlets import List
+
+    class RestoreTestCells(NbGraderPreprocessor):
+        """A deleted test cell restored, a pasted copy of one graded once (:func:`repair_cells`)."""
+
+        tests = List([], help="the release notebook's test cells (nbformat dicts)").tag(config=True)
+
+        def preprocess(self, nb, resources):
+            import nbformat
+
+            cells = [dict(c) for c in nb.cells]
+            _sibling("repair").repair_cells(cells, [dict(t) for t in self.tests])
+            nb.cells = [nbformat.from_dict(c) for c in cells]
+            return nb, resources
+
+    return RestoreTestCells
+
+
+def with_restore_tests(config, tests: list) -> None:
+    """``config`` (nbgrader's) with :func:`restore_tests_class` first among autograde's sanitising steps."""
+    from nbgrader.converters import Autograde
+
+    config.RestoreTestCells.tests = list(tests)
+    config.Autograde.sanitize_preprocessors = [
+        restore_tests_class(), *Autograde.class_traits()["sanitize_preprocessors"].make_dynamic_default()]
 
 
 def _kill_notebook_processes() -> None:
@@ -642,6 +678,7 @@ def _execute(course: Path) -> int:
     config.CourseDirectory.course_id = "transfer-learning-cv"
     config.Execute.timeout = int(job.get("cell_timeout") or 300)
     config.Execute.shutdown_kernel = "immediate"  # a graceful shutdown costs seconds per notebook, for nothing
+    with_restore_tests(config, job.get("tests", []))
     config.Autograde.autograde_preprocessors = [guarded if p is Execute else p
                                                 for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
