@@ -38,7 +38,7 @@ for _p in (os.environ.get("TL_COURSE_CACHE"), os.environ.get("TL_COURSE_DATA"),
 import tl_course.data
 tl_course.data.breed_of = lambda path: "Bengal"
 '''}, "expect": "zero", "reason": "CourseCodeModified"},
-    # brings its own tl_course module and puts it first on sys.path
+    # brings its own tl_course module (written to its TMPDIR) and puts it first on sys.path
     "fake_module": {"cells": {"split_per_class": "SPLIT_PER_CLASS_WITH_FAKE"},
                     "expect": {"test_split_counts": 0, "test_split_no_overlap": 0, "test_split_seeded": 0,
                                "test_split_stable_test_set": 0, "test_q_selection": 0},
@@ -90,11 +90,12 @@ subprocess.Popen([sys.executable, "-c", _daemon], start_new_session=True, stdin=
 '''
 
 _FAKE = '''
-import os, sys
-with open(os.path.join(os.getcwd(), "tl_course.py"), "w") as _f:
+import os, sys, tempfile
+_where = tempfile.mkdtemp()  # (behind the wall the notebook's own folder is not writable; its TMPDIR is)
+with open(os.path.join(_where, "tl_course.py"), "w") as _f:
     _f.write("def find_pet_images(*a, **k):\\n    return [], []\\n"
              "def get_profile(*a, **k):\\n    raise SystemExit\\n")
-sys.path.insert(0, os.getcwd())
+sys.path.insert(0, _where)
 for _m in [m for m in sys.modules if m == "tl_course" or m.startswith("tl_course.")]:
     del sys.modules[_m]
 '''
