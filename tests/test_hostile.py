@@ -354,3 +354,19 @@ def test_pasted_test_cell_is_graded_once():
     assert cells[i]["metadata"]["nbgrader"]["grade_id"] == "test_cat_label"
     assert "nbgrader" not in cells[i + 1]["metadata"]
     assert repair_cells(copy.deepcopy(cells), _test_cells_of(BLANK)) == []   # an untouched notebook: no change
+
+
+def test_summary_says_what_was_not_isolated(tmp_path, nbgrader_on_path):
+    import sqlalchemy as sa
+    from nbgrader.api import Gradebook
+
+    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(db_url):
+        pass
+    engine = sa.create_engine(db_url)
+    ledger, _ = gradebook.tables(engine)
+    config = gradebook.course_config(tmp_path, db_url)
+    _, summary, _ = reports.write_reports(config, engine, ledger, tmp_path / "a", isolated=False)
+    assert "## Not isolated" in summary.read_text(encoding="utf-8")
+    _, summary, _ = reports.write_reports(config, engine, ledger, tmp_path / "b", isolated=True)
+    assert "Not isolated" not in summary.read_text(encoding="utf-8")

@@ -140,7 +140,9 @@ def _grade_class(opts: Options, course: Path, db_url: str) -> Report:
                 stop.set()  # running jobs kill their notebooks and return; nothing of theirs is recorded
                 raise
     report.csv, report.summary, report.profile_warnings = guard.with_retries(
-        lambda: write_reports(config, engine, ledger, opts.out or course / "grading"), up)
+        lambda: write_reports(config, engine, ledger, opts.out or course / "grading",
+                              isolated=None if not todo or opts.scheduler else
+                              opts.isolation != "none" and sandbox.namespaces_available()), up)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -86,10 +86,12 @@ def sparkline(scores: list[float], top: float) -> str:
     return "".join(bars[round(8 * b / max(bins))] if b else "·" for b in bins)
 
 
-def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[str]]:
+def write_reports(config, engine, ledger, out: Path, isolated: bool | None = None) -> tuple[Path, Path, list[str]]:
     """``grades.csv`` (nbgrader's CSV export: one row per student and assignment) and ``summary.md``: the
     score distribution per assignment, the test cells that fail most, the submissions not graded, the
-    submissions run with another profile. Returns the two paths and the profile warnings."""
+    submissions run with another profile, what was not isolated (``isolated`` False: the notebooks of this
+    run ran without the namespaces wall), the submissions for review. Returns the two paths and the
+    profile warnings."""
     import sqlalchemy as sa
     from nbgrader.api import Gradebook
     from nbgrader.plugins import CsvExportPlugin
@@ -141,6 +143,13 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[s
                   "A test tuned to one profile's sizes may fail under another: check these before trusting "
                   "their scores.", ""]
         lines += [f"- {line}" for line in mismatched]
+    if isolated is False:
+        lines += ["", "## Not isolated", "",
+                  "This run's notebooks ran without the namespaces wall (the grader is not root, a tool is "
+                  "missing, or --isolation none): each kernel ran as the grader's user, could read and change "
+                  "what it can (the gradebook file, the shared cache, the other jobs' working copies with their "
+                  "hidden tests), reach the network and the other kernels on loopback, and fill the shared disk. "
+                  "See book/instructors.md, \"Untrusted notebooks\"."]
     flagged = review_list(course, [(r.student_id, r.assignment_id) for r in rows],
                           config.CourseDirectory.get("submitted_directory", "submitted"),
                           Path(config.CourseDirectory.get("release_directory", "release")))
