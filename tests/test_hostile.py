@@ -370,3 +370,60 @@ def test_summary_says_what_was_not_isolated(tmp_path, nbgrader_on_path):
     assert "## Not isolated" in summary.read_text(encoding="utf-8")
     _, summary, _ = reports.write_reports(config, engine, ledger, tmp_path / "b", isolated=True)
     assert "Not isolated" not in summary.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel's machinery: a hook defined in the notebook fails the integrity check around test cells
+# ---------------------------------------------------------------------------------------------
+def _probe() -> list[str]:
+    ns: dict = {}
+    exec(sandbox.PROBE.replace("SPEC", repr(sandbox.integrity_spec())), ns)
+    return ns["result"]
+
+
+def _notebook_function(source: str, name: str):
+    """A function as a notebook cell defines it (``__module__ == "__main__"``)."""
+    ns = {"__name__": "__main__"}
+    exec(source, ns)
+    return ns[name]
+
+
+def test_machinery_clean():
+    assert [p for p in _probe() if "machinery" in p or "replaced by code from the notebook" in p] == []
+
+
+@pytest.mark.parametrize("target, what", [
+    ("sys.displayhook", "sys.displayhook"), ("builtins.__import__", "builtins.__import__"),
+    ("random.getstate", "random.getstate"), ("builtins.len", "builtins.len")])
+def test_machinery_hook_from_the_notebook_is_flagged(monkeypatch, target, what):
+    import builtins
+    import random
+
+    module = {"sys": sys, "builtins": builtins, "random": random}[target.split(".")[0]]
+    real = getattr(module, target.split(".")[1])
+    hook = _notebook_function("def hook(*args, **kwargs):\n    return REAL(*args, **kwargs)\n", "hook")
+    hook.__globals__["REAL"] = real
+    monkeypatch.setattr(module, target.split(".")[1], hook)
+    try:
+        problems = _probe()
+    finally:
+        monkeypatch.undo()
+    assert f"{what} was replaced by code from the notebook" in problems, problems
+
+
+def test_machinery_profiler_and_grading_class(monkeypatch):
+    import tl_course.grading as grading
+
+    cls = next(v for v in vars(grading).values() if isinstance(v, type) and v.__module__ == grading.__name__
+               and any(callable(f) for f in vars(v).values()))
+    attr = next(k for k, f in vars(cls).items() if callable(f) and not k.startswith("__"))
+    monkeypatch.setattr(cls, attr, _notebook_function("def fake(self, *a, **k):\n    return False\n", "fake"))
+    profiler = _notebook_function("def prof(frame, event, arg):\n    pass\n", "prof")
+    old = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        problems = _probe()
+    finally:
+        sys.setprofile(old)
+    assert "sys.setprofile was replaced by code from the notebook" in problems, problems
+    assert f"tl_course.grading.{cls.__name__}.{attr} was replaced by code from the notebook" in problems, problems

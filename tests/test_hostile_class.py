@@ -13,7 +13,11 @@ score 10/10 and hurt nobody:
 - ``markup``: its <script>, onerror, javascript: link, Javascript output and terminal escapes run nowhere
   and reach the feedback escaped; no feedback shows a hidden test's source;
 - ``line``: one 100 MB output line is trimmed with a note (feedback and stored notebook stay small);
-- ``nonutf8``: a file whose name is not UTF-8 affects only its own submission.
+- ``nonutf8``: a file whose name is not UTF-8 affects only its own submission;
+- ``pasted``: a pasted copy of a test cell is graded once (10/10) and listed for review;
+- ``tricks``: hooks in the interpreter's machinery (an assert-dropping input transformer, an import hook,
+  a global ``str``, a patched grading class) fail the integrity check visibly (0/10) and are listed;
+- a resubmission that deletes a test cell and answers it wrong gets 0 for that cell, not its old mark.
 
 By default (``make test``) the cases marked ``sample`` run; ``TL_COURSE_HOSTILE=all`` (``make test-hostile``)
 runs every case. Marked slow: a few minutes on 2 cores.
@@ -154,7 +158,8 @@ def test_class_run_survives_and_scores(hostile_class):
     rode out the gradebook restart and exited 0."""
     assert hostile_class.restarted, "the gradebook was never restarted: the run finished before any record"
     assert hostile_class.returncode == 0, hostile_class.out + hostile_class.err[-3000:]
-    expected = {sid: (0.0 if changed is None else 10.0) for sid, changed in hostile_class.students.items()}
+    expected = {sid: (0.0 if changed is None else hostile.HOSTILE_CLASS.get(sid[2:], {}).get("score", 10.0))
+                for sid, changed in hostile_class.students.items()}
     assert hostile_class.grades == expected, (hostile_class.grades, hostile_class.out)
     assert f"graded {len(expected)}, unchanged 0, could not run 0" in hostile_class.out
 
@@ -218,6 +223,16 @@ def test_pasted_test_cell_is_graded_once_and_listed(hostile_class):
     assert hostile_class.grades["h-pasted"] == 10.0
     summary = (hostile_class.root / "grading" / "summary.md").read_text(encoding="utf-8")
     assert (f"- h-pasted / {A}: a pasted copy of test cell test_cat_label is graded once") in summary
+
+
+@pytest.mark.skipif("tricks" not in CASES, reason="TL_COURSE_HOSTILE=all only")
+def test_machinery_tricks_fail_visibly_and_are_listed(hostile_class):
+    html = (hostile_class.root / "feedback" / "h-tricks" / A / f"{A}.html").read_text(encoding="utf-8")
+    assert "CourseCodeModified" in html and "replaced by code from the notebook" in html
+    summary = (hostile_class.root / "grading" / "summary.md").read_text(encoding="utf-8")
+    line = next(l for l in summary.splitlines() if l.startswith(f"- h-tricks / {A}:"))
+    for what in ("IPython internals", "import system", "the course's grading module", "shadows a builtin"):
+        assert what in line, line
 
 
 @pytest.mark.skipif(not ALL, reason="TL_COURSE_HOSTILE=all only")

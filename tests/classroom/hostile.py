@@ -231,6 +231,9 @@ HOSTILE_CLASS = {
     "nonutf8": {"sample": False, "extra": "", "file": b"notes-\xff\xfe.txt"},
     # an honest copy-and-paste of a test cell (Jupyter copies its metadata): graded once, not zeroed
     "pasted": {"sample": True, "extra": "", "paste": "test_cat_label"},
+    # verdict tricks that hook the machinery (an assert-dropping transformer, an import hook, a global str,
+    # a patched grading class): the integrity check around every test cell fails them all, visibly
+    "tricks": {"sample": False, "score": 0.0, "extra": "TRICKS"},
 }
 
 
@@ -240,6 +243,8 @@ def class_sources(reference: dict[str, str], fill: dict[str, str]) -> dict[str, 
     out = {}
     for name, spec in HOSTILE_CLASS.items():
         extra = spec["extra"]
+        if extra == "TRICKS":  # (VERDICT_TRICKS is defined below)
+            extra = "".join(VERDICT_TRICKS[k] for k in ("transformer", "import_hook", "forbidden_called", "global_str"))
         for key, value in fill.items():
             extra = extra.replace(key, value)
         out[name] = {"cat_label": reference["cat_label"] + "\n" + extra}

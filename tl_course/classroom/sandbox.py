@@ -497,7 +497,10 @@ def integrity_spec(package_dir: Path = PACKAGE_DIR) -> dict:
 
 
 #: run in the student kernel (in a namespace of its own) before and after every graded test cell; its verdict
-#: comes back through ``user_expressions``. It only reads.
+#: comes back through ``user_expressions``. It only reads. Besides the course package, it checks the
+#: interpreter's machinery the tests rely on (profiler, tracer, display hook, import hook, ``random``, a few
+#: builtins, IPython's events and input/AST transformers, ``tl_course.grading``'s classes, globals shadowing
+#: builtins): a hook defined in the notebook (``__module__ == "__main__"``) fails the check.
 PROBE = r'''
 import os, sys
 
@@ -530,7 +533,48 @@ def _problems(spec):
                 out.append(f"{name}.{attr} is no longer {src}.{orig}")
     return out
 
-result = _problems(SPEC)
+def _from_notebook(obj):
+    """Whether obj (a function, a bound method, a callable object) was defined in the notebook."""
+    for candidate in (obj, getattr(obj, "__func__", None), getattr(obj, "__self__", None),
+                      type(obj) if not isinstance(obj, type) else None):
+        if candidate is not None and getattr(candidate, "__module__", None) == "__main__":
+            return True
+    return False
+
+
+def _machinery():
+    """The interpreter's machinery the tests rely on, replaced or hooked by code from the notebook."""
+    import builtins, random
+    out = []
+    hooks = {"sys.setprofile": sys.getprofile(), "sys.settrace": sys.gettrace(), "sys.displayhook": sys.displayhook,
+             "sys.excepthook": sys.excepthook, "builtins.__import__": builtins.__import__}
+    hooks.update({f"random.{n}": getattr(random, n, None) for n in ("getstate", "setstate", "seed", "random")})
+    hooks.update({f"builtins.{n}": getattr(builtins, n, None) for n in ("str", "int", "float", "len", "isinstance",
+                                                                       "abs", "round", "sum", "print", "repr")})
+    try:
+        shell = get_ipython()  # noqa: F821 - in the kernel
+    except NameError:
+        shell = None
+    if shell is not None:
+        for event, callbacks in getattr(shell.events, "callbacks", {}).items():
+            hooks.update({f"IPython event {event}": cb for cb in callbacks})
+        for kind in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers"):
+            hooks.update({f"IPython {kind}": t for t in getattr(shell, kind, [])})
+        for name in ("str", "int", "float", "len", "isinstance", "abs", "round", "sum", "print", "repr", "sorted",
+                     "set", "list", "dict", "tuple", "range", "min", "max", "any", "all"):
+            value = shell.user_ns.get(name)
+            if callable(value):
+                hooks[f"the global {name} (shadows the builtin)"] = value
+    out += [f"{what} was replaced by code from the notebook" for what, obj in hooks.items()
+            if obj is not None and _from_notebook(obj)]
+    grading = sys.modules.get("tl_course.grading")
+    for cls in [v for v in vars(grading).values() if isinstance(v, type)] if grading else []:
+        for attr, value in list(vars(cls).items()):
+            if callable(value) and _from_notebook(value):
+                out.append(f"tl_course.grading.{cls.__name__}.{attr} was replaced by code from the notebook")
+    return out
+
+result = _problems(SPEC) + _machinery()
 '''
 
 
@@ -572,7 +616,8 @@ def _guarded_execute_class():
                 if problems:
                     from nbformat.v4 import new_output
 
-                    text = ("The notebook changed the course package, so this test cannot be trusted: "
+                    text = ("The notebook changed the course package or the interpreter's machinery, so this "
+                            "test cannot be trusted: "
                             + "; ".join(problems[:3]) + ".")
                     cell.outputs.append(new_output("error", ename="CourseCodeModified", evalue=text,
                                                    traceback=[f"CourseCodeModified: {text}"]))
