@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import tl_course
 from tl_course.classroom import sandbox
 

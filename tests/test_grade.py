@@ -8,6 +8,9 @@ notebook), and the pieces it is made of.
 - the same class on a Dask ``LocalCluster``: the same scores;
 - phase 2 (:func:`tl_course.classroom.recording.record`) on its own: replayed outputs score as executed, a failed or
   mismatching execution scores 0 with its reason in the feedback;
+- one run's state is its own: an interrupted run, then another in the same process, grades the reference
+  to full marks; a job the grader could not run is graded by the next run; the summary names a submission
+  run with another ``TL_COURSE_PROFILE``;
 - without notebooks: the gradebook URL's precedence, the submission digest, the submission finder, the
   sandbox's environment, the integrity probe;
 - the namespaces wall (as root): the job's folder writable, the rest read-only, the course and credential
@@ -18,7 +21,7 @@ notebook), and the pieces it is made of.
 
 The course lives in a world-readable temporary folder (pytest's ``tmp_path`` is 0700): the grader hides
 the course folder from the student kernel and gives each job its own folder, which must stay reachable.
-Tests that run notebooks are marked ``slow`` (about 2 minutes together on 2 cores).
+Tests that run notebooks are marked ``slow`` (about 6 minutes together on 2 cores).
 """
 from __future__ import annotations
 
@@ -801,6 +804,29 @@ def test_old_command_lines_are_gone():
         for old in ("tl_course.classroom.grade --", "python -m tl_course.grade", " --bench", "--import-zip",
                     "python -m tl_course.classroom.grade", "python -m tl_course.classroom.release"):
             assert old not in text, f"{path.name} still shows {old!r}"
+
+
+def test_command_line_refuses_a_folder_that_is_not_a_course(tmp_path, capsys):
+    from tl_course.classroom.__main__ import main
+
+    for argv in (["grade", "--course", str(tmp_path)], ["import-zip", "x.zip", "--assignment", ASSIGNMENT,
+                                                        "--course", str(tmp_path)]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert f"--course {tmp_path.resolve()} is not an nbgrader course folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []                       # nothing written
+
+
+def test_command_line_import_zip_of_a_file_that_is_not_a_zip(tmp_readable, nbgrader_on_path, capsys):
+    from tl_course.classroom.__main__ import main
+
+    course = make_course(tmp_readable)
+    (tmp_readable / "grades.zip").write_text("not a zip")
+    assert main(["import-zip", str(tmp_readable / "grades.zip"), "--assignment", ASSIGNMENT,
+                 "--course", str(course)]) == 2
+    assert "not a zip file" in capsys.readouterr().err
+    assert not (course / "submitted").exists()
 
 
 def test_every_subcommand_has_help():

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
     course = args.course.resolve()
     if not _is_course(course):
-        p.error(f"{course} is not an nbgrader course folder (no nbgrader_config.py): pass --course.")
+        p.error(f"--course {course} is not an nbgrader course folder (it holds neither nbgrader_config.py nor "
+                "source/): run in the course folder or pass --course FOLDER.")
     try:
         if args.command == "import-zip":
             from .lms import import_zip

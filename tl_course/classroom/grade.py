@@ -31,6 +31,7 @@ folder or the database.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -107,8 +108,9 @@ def grade_class(opts: Options) -> Report:
 def _grade_class(opts: Options, course: Path, db_url: str) -> Report:
     start = time.perf_counter()
     config = course_config(course, db_url)
-    if opts.cell_timeout is None:
-        opts.cell_timeout = int(config.Execute.get("timeout", 0) or config.ExecutePreprocessor.get("timeout", 0) or 300)
+    if opts.cell_timeout is None:  # a copy: the caller's Options stay as given, for the next run
+        opts = dataclasses.replace(opts, cell_timeout=int(config.Execute.get("timeout", 0)
+                                                           or config.ExecutePreprocessor.get("timeout", 0) or 300))
     work = course / ".grade"
     work.mkdir(exist_ok=True)
     subs = find_submissions(course, opts.assignments or None, opts.students or None)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 __all__ = ["GradingError", "LEDGER_TABLE", "SOURCES_TABLE", "DONE", "resolve_db_url", "course_config",
-           "nbgrader_api", "open_engine", "tables", "done_digests", "write_ledger", "ensure_release"]
+           "nbgrader_tools_on_path", "nbgrader_api", "open_engine", "tables", "done_digests", "write_ledger", "ensure_release"]
 
 LEDGER_TABLE = "tl_course_grading"
 SOURCES_TABLE = "tl_course_sources"
@@ -62,11 +63,20 @@ def course_config(course: Path, db_url: str):
     return config
 
 
+def nbgrader_tools_on_path() -> None:
+    """nbgrader creates a gradebook by running the ``alembic`` command: put the one beside this Python on
+    ``PATH`` when the virtual environment is not activated (``.venv/bin/python -m tl_course.classroom``)."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+
+
 def nbgrader_api(config):
     """nbgrader's API on a configuration (a course folder and its gradebook)."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
+    nbgrader_tools_on_path()
     return NbGraderAPI(CourseDirectory(config=config), config=config)
 
 

@@ -6,14 +6,15 @@ generate_assignment`` (``make notebooks`` or ``python -m tl_course.classroom rel
 """
 from __future__ import annotations
 
-import os
 import re
-import sys
 import shutil
 import tempfile
 from pathlib import Path
 
 import nbformat
+
+from . import notebooks
+from .gradebook import nbgrader_tools_on_path
 
 __all__ = ["ROOT", "assignments", "repository_url", "colab_url", "md", "code", "solution", "tests", "readonly",
            "setup_cells", "write_notebook", "release"]
@@ -158,17 +159,15 @@ def _source_problems(folder: Path) -> list[str]:
         seen: dict[str, int] = {}
         for index, cell in enumerate(nb.get("cells", [])):
             source = "".join(cell.get("source", []))
-            meta = cell.get("metadata", {}).get("nbgrader", {})
-            grade_id = meta.get("grade_id")
-            where = f"{path.name} cell {index}" + (f" ({grade_id})" if grade_id else "")
-            for begin, end in (("### BEGIN SOLUTION", "### END SOLUTION"),
-                               ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")):
+            name = notebooks.grade_id(cell)
+            where = f"{path.name} cell {index}" + (f" ({name})" if name else "")
+            for begin, end in (notebooks.SOLUTION_MARKERS, notebooks.HIDDEN_TEST_MARKERS):
                 if source.count(begin) != source.count(end):
                     problems.append(f"{where} has {source.count(begin)} '{begin}' but {source.count(end)} '{end}'")
-            if grade_id:
-                if grade_id in seen:
-                    problems.append(f"{path.name} uses grade id {grade_id!r} twice (cells {seen[grade_id]} and {index})")
-                seen.setdefault(grade_id, index)
+            if name:
+                if name in seen:
+                    problems.append(f"{path.name} uses grade id {name!r} twice (cells {seen[name]} and {index})")
+                seen.setdefault(name, index)
     return problems
 
 
@@ -201,11 +200,8 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
     from traitlets.config import Config
 
     release_dir = Path(release_dir or root / "notebooks")
-    # nbgrader creates its gradebook by running the `alembic` script: make the one beside this Python findable
-    # even when the virtual environment is not activated (``make notebooks`` calls .venv/bin/python directly).
-    bin_dir = str(Path(sys.executable).parent)
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    # ``make notebooks`` calls .venv/bin/python directly: nbgrader's `alembic` must still be found
+    nbgrader_tools_on_path()
     with tempfile.TemporaryDirectory() as tmp:
         config = Config()
         config.CourseDirectory.root = str(root)
