@@ -3,6 +3,7 @@
 #               ci profile (minutes on 2 cores); make book PROFILE=cpu | gpu builds another into _build/<profile>/
 #   make test   installs what it needs and runs the whole test suite (package, autograder, book build)
 #   make test-fast  only the package tests (pytest -m "not slow") and the docstring examples
+#   make test-hostile  every hostile-notebook case (tests/test_hostile*.py; make test runs a sample)
 #   make grade  grade the class in submitted/ (python -m tl_course.classroom grade; see book/instructors.md)
 #   make test-colab  the Colab rehearsal of every chapter (make test runs it for one chapter)
 # Offline: point TL_COURSE_DATA at a folder holding oxford-iiit-pet/images/ (default: ../shared/data if present).
@@ -18,7 +19,7 @@ ifeq ($(TL_COURSE_DATA),)
   endif
 endif
 
-.PHONY: install book test test-fast test-colab demo bench grade notebooks clean
+.PHONY: install book test test-fast test-colab test-hostile demo bench grade notebooks clean
 
 install: $(STAMP)
 
@@ -62,6 +63,11 @@ test-fast: $(STAMP)
 # preinstalls, the setup cell installing this checkout, each student notebook run with the reference answers.
 test-colab: $(STAMP)
 	TL_COURSE_COLAB=all $(BIN)/python -m pytest -q tests/test_colab.py -k rehearsal
+
+# Every hostile-notebook case (issue 17): the fast ones and the whole hostile class, all of its cases
+# (make test runs the fast ones and a sample of the class). A few minutes on 2 cores; the isolation checks need root.
+test-hostile: $(STAMP)
+	TL_COURSE_HOSTILE=all OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_hostile.py tests/test_hostile_class.py
 
 demo: $(STAMP)
 	$(BIN)/python -m tl_course demo

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(bench(students=args.students, workers=args.workers, assignments=args.assignment or None))
         return 0
+    from . import guard, safety
     from .gradebook import GradingError
 
     course = args.course.resolve()
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             n = sum(len(v) for v in found["collected"].values())
             print(f"imported {n} notebook(s) of {len(found['collected'])} student(s) into submitted/")
             for name in found["unmatched"]:
-                print(f"could not match (no student id, or another notebook): {name}")
+                print(f"could not match (no student id, or another notebook): {safety.one_line(name)}")
+            for why in found["refused"]:
+                print(f"refused: {why}")
             return 0
         from .grade import Options, grade_class
 
@@ -129,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                        force=args.force, retries=args.retries, warm=not args.no_warm, out=args.out,
                        progress=not args.quiet, feedback=not args.no_feedback)
         report = grade_class(opts)
-    except GradingError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (GradingError, guard.AnotherGrader, guard.GradebookUnreachable) as err:
+        print(f"error: {safety.escape_control(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stopped: what was recorded stays; run the same command again to grade the rest.", file=sys.stderr)

@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import recording, sandbox
+from . import guard, recording, sandbox
 from .gradebook import (GradingError, course_config, done_digests, ensure_release, open_engine, resolve_db_url,
                         tables, write_ledger)
 from .jobs import default_workers, engine_executor, job_template, make_job, shared_cache
@@ -96,10 +96,17 @@ class Report:
 def grade_class(opts: Options) -> Report:
     """Grade every submission that is new or changed (all with ``force``); see the module docstring. On a
     course folder holding one reference and one blank submission of a 10-point assignment it returns a
-    report with both in ``graded`` and nothing in ``failed`` (``tests/test_grade.py`` runs it)."""
-    start = time.perf_counter()
+    report with both in ``graded`` and nothing in ``failed`` (``tests/test_grade.py`` runs it). A second
+    grader on the same course or gradebook is refused (:func:`tl_course.classroom.guard.course_lock`); a
+    gradebook outage is waited out (:func:`tl_course.classroom.guard.with_retries`)."""
     course = Path(opts.course).resolve()
     db_url = resolve_db_url(course, opts.db_url)
+    with guard.course_lock(course, db_url):
+        return _grade_class(opts, course, db_url)
+
+
+def _grade_class(opts: Options, course: Path, db_url: str) -> Report:
+    start = time.perf_counter()
     config = course_config(course, db_url)
     if opts.cell_timeout is None:  # a copy: the caller's Options stay as given, for the next run
         opts = dataclasses.replace(opts, cell_timeout=int(config.Execute.get("timeout", 0)
@@ -109,8 +116,9 @@ def grade_class(opts: Options) -> Report:
     subs = find_submissions(course, opts.assignments or None, opts.students or None)
     report = Report()
     engine = open_engine(db_url)
-    ledger, sources = tables(engine)
-    done = done_digests(engine, ledger)
+    up = lambda: guard.reachable(engine)  # noqa: E731 - is the gradebook there at all (else: wait, retry)
+    ledger, sources = guard.with_retries(lambda: tables(engine), up)
+    done = guard.with_retries(lambda: done_digests(engine, ledger), up)
     todo = [s for s in subs if opts.force or done.get((s.student, s.assignment)) != s.digest]
     report.skipped = [(s.student, s.assignment) for s in subs if s not in todo]
     workers = max(1, opts.workers or default_workers())
@@ -133,8 +141,10 @@ def grade_class(opts: Options) -> Report:
             except BaseException:
                 stop.set()  # running jobs kill their notebooks and return; nothing of theirs is recorded
                 raise
-    report.csv, report.summary, report.profile_warnings = write_reports(config, engine, ledger,
-                                                                        opts.out or course / "grading")
+    report.csv, report.summary, report.profile_warnings = guard.with_retries(
+        lambda: write_reports(config, engine, ledger, opts.out or course / "grading",
+                              isolated=None if not todo or opts.scheduler else
+                              opts.isolation != "none" and sandbox.namespaces_available()), up)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -175,7 +185,16 @@ def _run_jobs(ex, run, todo, templates, opts, threads, config, engine, ledger, r
 
     def submit(sub: Submission) -> None:
         attempts[sub] = attempts.get(sub, 0) + 1
-        pending[ex.submit(run, make_job(templates[sub.assignment], sub, opts, threads))] = sub
+        try:
+            job = make_job(templates[sub.assignment], sub, opts, threads)
+        except (OSError, ValueError) as err:  # an unreadable file in one submission fails that one only
+            future: Future = Future()
+            future.set_result({"status": "failed", "seconds": 0.0, "timings": {}, "reason": (
+                f"the submission's files could not be read ({type(err).__name__}: {err}); every test cell scores 0.")})
+            attempts[sub] = opts.retries + 1
+            pending[future] = sub
+            return
+        pending[ex.submit(run, job)] = sub
 
     for sub in todo:
         submit(sub)
@@ -215,9 +234,10 @@ def _settle(sub: Submission, result: dict, opts: Options, config, engine, ledger
         report.errors[key] = result["reason"]
         return
     t0 = time.perf_counter()
-    score = recording.record(config, sub, result, feedback=opts.feedback, work=work)
-    write_ledger(engine, ledger, sub.student, sub.assignment, sub.digest, result["status"],
-                 result.get("reason", ""), score, seconds)
+    up = lambda: guard.reachable(engine)  # noqa: E731 - a gradebook outage is waited out, then recorded
+    score = guard.with_retries(lambda: recording.record(config, sub, result, feedback=opts.feedback, work=work), up)
+    guard.with_retries(lambda: write_ledger(engine, ledger, sub.student, sub.assignment, sub.digest,
+                                            result["status"], result.get("reason", ""), score, seconds), up)
     report.graded.append(key)
     report.timings[key] = {"seconds": seconds, **result.get("timings", {}), "record": time.perf_counter() - t0}
     if result["status"] == "failed":

@@ -84,7 +84,7 @@ def open_engine(db_url: str):
     """An SQLAlchemy engine on the gradebook."""
     import sqlalchemy as sa
 
-    return sa.create_engine(db_url)
+    return sa.create_engine(db_url, pool_pre_ping=True)  # a connection lost in a server restart is replaced
 
 
 def tables(engine):

@@ -95,7 +95,18 @@ def job_template(config, assignment: str, work: Path) -> dict:
             # autograde copies only the non-notebook files of source/ into the student's folder: the instructor
             # notebook (solutions, hidden tests) must not travel into a working copy the student kernel can read
             "source": {k: v for k, v in b64_files(source).items() if not k.endswith(".ipynb")},
-            "source_digest": digest}
+            "source_digest": digest,
+            # the release notebook's test cells (hidden tests already cleared): a deleted one is restored
+            "tests": release_tests(folder / "release" / assignment / f"{assignment}.ipynb")}
+
+
+def release_tests(release_notebook: Path) -> list:
+    """The test cells of a release notebook, as nbformat dicts (:func:`tl_course.classroom.repair.test_cells`)."""
+    import json
+
+    from .repair import test_cells
+
+    return test_cells(json.loads(release_notebook.read_text(encoding="utf-8"))["cells"])
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import safety
 from .gradebook import GradingError, course_config, ensure_release, resolve_db_url
 
 __all__ = ["DEFAULT_NAME_REGEXP", "import_zip"]
@@ -16,19 +17,22 @@ DEFAULT_NAME_REGEXP = r".*/(?P<student_id>[A-Za-z0-9.@-]+)_(?:.*_)?(?P<file_id>c
 
 
 def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = DEFAULT_NAME_REGEXP,
-               db_url: str | None = None) -> dict:
+               db_url: str | None = None, max_total: int = safety.MAX_ZIP_TOTAL,
+               max_entry: int = safety.MAX_ZIP_ENTRY) -> dict:
     """Put an LMS download (a zip of notebooks named ``<student id>_...<assignment>.ipynb``) into
     ``submitted/`` with nbgrader's ``zip_collect``. Returns ``{"collected": {student: [files]},
-    "unmatched": [file names]}``; a file whose name gives no student id or another notebook is unmatched.
+    "unmatched": [file names], "refused": [one sentence each]}``; a file whose name gives no student id or
+    another notebook is unmatched; a file over ``max_entry`` bytes (or past ``max_total`` in all) once
+    extracted, an archive inside the archive, or a student id that could be a path (``..``) is refused.
     For a zip holding ``alice_ch03_replace_softmax.ipynb`` and ``README.txt`` that is
-    ``{"collected": {"alice": ["alice_ch03_replace_softmax.ipynb"]}, "unmatched": ["README.txt"]}``
+    ``{"collected": {"alice": ["alice_ch03_replace_softmax.ipynb"]}, "unmatched": ["README.txt"], "refused": []}``
     (``tests/test_grade.py`` runs it).
     """
     import zipfile
 
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.apps.zipcollectapp import ZipCollectApp
-    from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
+    from nbgrader.plugins.zipcollect import ExtractorPlugin, FileNameCollectorPlugin
 
     course = course.resolve()
     if not zipfile.is_zipfile(archive):
@@ -36,6 +40,7 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
     config = course_config(course, resolve_db_url(course, db_url))
     ensure_release(config, assignment)
     unmatched: list[str] = []
+    refused: list[str] = []
     duplicates: list[str] = []
     collected: dict[str, list[str]] = {}
     notebook = f"{assignment}.ipynb"
@@ -44,10 +49,17 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
         """nbgrader's file-name collector, remembering which files it could not match."""
 
         def collect(self, submitted_file):
-            info = super().collect(submitted_file)
+            # the expression sees the path inside the download ("/<path in the zip>"), not the course's own
+            # folders: a course under /tmp/test_x/ must not make "test" the student of "_ch02_....ipynb"
             name = os.path.basename(submitted_file)
+            inside = os.path.relpath(submitted_file, course / "downloaded" / assignment / "extracted")
+            info = super().collect(submitted_file if inside.startswith("..") else "/" + inside)
             if not info or os.path.splitext(str(info.get("file_id", "")))[0] + ".ipynb" != notebook:
                 unmatched.append(name)  # strict zip_collect skips a notebook of another name too
+            elif not safety.safe_student_id(info["student_id"]):
+                refused.append(f"{safety.one_line(name)}: the student id {safety.one_line(info['student_id'])!r} "
+                               "could name a folder outside submitted/; not imported")
+                return None
             else:
                 if info["student_id"] in collected:
                     duplicates.append(f"{collected[info['student_id']][0]} and {name}")
@@ -58,6 +70,15 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
     config.ZipCollectApp.strict = True          # a notebook of another assignment is reported, not collected
     config.ZipCollectApp.force = True           # a newer download replaces the student's earlier files
     config.ZipCollectApp.collector_plugin = ReportingCollector
+
+    class CappedExtractor(ExtractorPlugin):
+        """Extracts the download as plain files within size caps (:func:`tl_course.classroom.safety.extract_zip`)."""
+
+        def extract(self, archive_path, extracted_path):
+            for path in sorted(Path(archive_path).iterdir()):
+                refused.extend(safety.extract_zip(path, Path(extracted_path), max_total=max_total, max_entry=max_entry))
+
+    config.ZipCollectApp.extractor_plugin = CappedExtractor
     archive_dir = course / "downloaded" / assignment / "archive"
     if archive_dir.exists():
         shutil.rmtree(archive_dir)
@@ -77,7 +98,7 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
                 raise GradingError(f"the zip holds two notebooks of one student ({'; '.join(duplicates)}): "
                                    "delete the older one and import again.") from None
             raise GradingError("nbgrader's zip_collect stopped (its message is above); nothing was imported.") from None
-    return {"collected": collected, "unmatched": sorted(unmatched)}
+    return {"collected": collected, "unmatched": sorted(unmatched), "refused": refused}
 
 
 @contextmanager

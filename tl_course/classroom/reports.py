@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import safety
 from .notebooks import grade_id, is_test
 
 __all__ = ["failing_cells", "printed_profile", "profile_mismatches", "sparkline", "write_reports"]
@@ -85,10 +86,12 @@ def sparkline(scores: list[float], top: float) -> str:
     return "".join(bars[round(8 * b / max(bins))] if b else "·" for b in bins)
 
 
-def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[str]]:
+def write_reports(config, engine, ledger, out: Path, isolated: bool | None = None) -> tuple[Path, Path, list[str]]:
     """``grades.csv`` (nbgrader's CSV export: one row per student and assignment) and ``summary.md``: the
     score distribution per assignment, the test cells that fail most, the submissions not graded, the
-    submissions run with another profile. Returns the two paths and the profile warnings."""
+    submissions run with another profile, what was not isolated (``isolated`` False: the notebooks of this
+    run ran without the namespaces wall), the submissions for review. Returns the two paths and the
+    profile warnings."""
     import sqlalchemy as sa
     from nbgrader.api import Gradebook
     from nbgrader.plugins import CsvExportPlugin
@@ -125,10 +128,12 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[s
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         lines += ["", "## Not graded (scored 0, the reason is in their feedback)", ""]
-        lines += [f"- {r.student_id} / {r.assignment_id}: {r.reason}" for r in failed]
+        lines += [f"- {safety.one_line(r.student_id)} / {safety.one_line(r.assignment_id)}: {safety.one_line(r.reason)}"
+                  for r in failed]
     if errors:
         lines += ["", "## Not graded because of the grader (nothing recorded: run the same command again)", ""]
-        lines += [f"- {r.student_id} / {r.assignment_id}: {r.reason}" for r in errors]
+        lines += [f"- {safety.one_line(r.student_id)} / {safety.one_line(r.assignment_id)}: {safety.one_line(r.reason)}"
+                  for r in errors]
     course = Path(config.CourseDirectory.root)
     mismatched = profile_mismatches(course, [(r.student_id, r.assignment_id) for r in rows if r.status == "graded"],
                                     config.CourseDirectory.get("submitted_directory", "submitted"),
@@ -138,5 +143,62 @@ def write_reports(config, engine, ledger, out: Path) -> tuple[Path, Path, list[s
                   "A test tuned to one profile's sizes may fail under another: check these before trusting "
                   "their scores.", ""]
         lines += [f"- {line}" for line in mismatched]
+    if isolated is False:
+        lines += ["", "## Not isolated", "",
+                  "This run's notebooks ran without the namespaces wall (the grader is not root, a tool is "
+                  "missing, or --isolation none): each kernel ran as the grader's user, could read and change "
+                  "what it can (the gradebook file, the shared cache, the other jobs' working copies with their "
+                  "hidden tests), reach the network and the other kernels on loopback, and fill the shared disk. "
+                  "See book/instructors.md, \"Untrusted notebooks\"."]
+    flagged = review_list(course, [(r.student_id, r.assignment_id) for r in rows],
+                          config.CourseDirectory.get("submitted_directory", "submitted"),
+                          Path(config.CourseDirectory.get("release_directory", "release")))
+    if flagged:
+        lines += ["", "## For review: cells that touch the interpreter's machinery", "",
+                  "Whatever they scored: student code and the tests share one kernel, and these cells change "
+                  "what the tests rely on (see book/instructors.md, \"Untrusted notebooks\"). Read them.", ""]
+        lines += [f"- {line}" for line in flagged]
     summary_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, summary_path, mismatched
+
+
+def _repairs(nb: dict, release: Path | None, assignment: str) -> list[str]:
+    import copy
+
+    from .repair import repair_cells, test_cells
+
+    path = (release / assignment / f"{assignment}.ipynb") if release else None
+    try:
+        tests = test_cells(json.loads(path.read_text(encoding="utf-8"))["cells"]) if path else []
+    except (OSError, ValueError, KeyError):
+        return []
+    cells = copy.deepcopy([c for c in nb.get("cells", []) if isinstance(c, dict)])
+    return repair_cells(cells, tests) if tests else []
+
+
+def review_list(course: Path, submissions: list[tuple[str, str]], submitted: str = "submitted",
+                release: Path | None = None) -> list[str]:
+    """One line per submission whose own cells touch the interpreter's machinery
+    (:func:`tl_course.classroom.review.machinery_cells`) or whose test cells were put right (a deleted one
+    restored, a pasted copy graded once: :func:`tl_course.classroom.repair.repair_cells`, against the
+    release notebooks in ``release``): ``student / assignment: cell (what), ...``, escaped.
+
+    >>> review_list(Path("/nonexistent"), [("alice", "ch02_cat_detector")])
+    []
+    """
+    from .review import machinery_cells
+
+    out = []
+    for student, assignment in submissions:
+        path = course / submitted / student / assignment / f"{assignment}.ipynb"
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(nb, dict):
+            continue
+        items = [f"{safety.one_line(name)} ({', '.join(hits)})" for name, hits in machinery_cells(nb)]
+        items += [safety.one_line(note) for note in _repairs(nb, release, assignment)]
+        if items:
+            out.append(f"{safety.one_line(student)} / {safety.one_line(assignment)}: " + "; ".join(items))
+    return out

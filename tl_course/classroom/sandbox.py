@@ -1,7 +1,7 @@
 """Run one untrusted submission through nbgrader's autograde, walled off from everything else.
 
-A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict), so it runs the
-same in a local thread pool or on a remote Dask worker:
+A *job* is one student's notebook for one assignment, self-contained (a JSON-able dict, made by
+``tl_course.classroom.grade.make_job``), so it runs the same in a local thread pool or on a remote Dask worker:
 
     result = run_job(job, stop)   # job: tl_course.classroom.jobs.make_job; stop: the run's threading.Event
     result["status"], result["reason"]   # ("graded", ""), or ("failed", "one sentence why")
@@ -52,6 +52,13 @@ PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "TL_COURSE
             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 MARKER = "TL_COURSE_GRADE_JOB"
+#: the user the student kernel runs as, behind the namespaces wall (its own PID, mount and network
+#: namespaces keep two kernels of the same user apart)
+KERNEL_USER = "nobody"
+#: size of each of the kernel's writable file systems (its HOME and its TMPDIR), MiB
+SCRATCH_MB = 1024
+#: an executed notebook larger than this (outputs already trimmed in the child) is not read by the grader
+MAX_EXECUTED_BYTES = 64 * 2**20
 SCRIPT = Path(__file__).resolve()
 #: the course package (this file lives in its ``classroom`` subpackage)
 PACKAGE_DIR = SCRIPT.parents[1]
@@ -72,9 +79,9 @@ def run_job(job: dict, stop: threading.Event | None = None) -> dict:
     token = secrets.token_hex(8)
     # jobs live in a folder only the grader can list (0711), under unguessable names: another job's kernel
     # cannot find this one's working copy
-    base = Path(job.get("work_dir") or tempfile.gettempdir()) / f"tl_course-grade-{os.getuid()}"
-    base.mkdir(parents=True, exist_ok=True)
-    os.chmod(base, 0o711)
+    base = jobs_base(job.get("work_dir"))
+    remove_leftovers(base)  # the job folders of a killed run (hidden tests in their gradebooks)
+    lock = _hold_job_lock(base, token)
     jobdir = Path(tempfile.mkdtemp(prefix=f"job-{token}-", dir=base))
     os.chmod(jobdir, 0o711)
     try:
@@ -88,10 +95,18 @@ def run_job(job: dict, stop: threading.Event | None = None) -> dict:
             try:
                 info = json.loads(result_file.read_text())
                 out["timings"], out["phase1"] = info.get("timings", {}), info.get("scores", {})
+                # the executed notebook is where nbgrader writes it, never where result.json points
+                executed = (jobdir / "course" / "autograded" / job["student"] / job["assignment"]
+                            / f"{job['assignment']}.ipynb")
                 if not info.get("success"):
                     out.update(status="failed", reason=info.get("reason") or "nbgrader could not autograde it.")
+                elif executed.stat().st_size > MAX_EXECUTED_BYTES:
+                    out.update(status="failed", reason=(
+                        f"the executed notebook is {executed.stat().st_size / 2**20:.0f} MiB, over the "
+                        f"{MAX_EXECUTED_BYTES // 2**20} MiB a notebook may take once its outputs are trimmed; "
+                        "every test cell scores 0."))
                 else:
-                    out["executed"] = Path(info["executed"]).read_text(encoding="utf-8")
+                    out["executed"] = executed.read_text(encoding="utf-8", errors="replace")
             except (OSError, ValueError, KeyError) as err:
                 out.update(status="failed",
                            reason=f"the grading process left no readable result ({type(err).__name__}); "
@@ -101,6 +116,65 @@ def run_job(job: dict, stop: threading.Event | None = None) -> dict:
     finally:
         _kill_job_processes(token)
         shutil.rmtree(jobdir, ignore_errors=True)
+        (base / f"job-{token}.lock").unlink(missing_ok=True)
+        os.close(lock)
+
+
+def jobs_base(work_dir: str | None = None) -> Path:
+    """The folder holding the job folders of whoever runs the grader (0711: nobody else can list it)."""
+    base = Path(work_dir or tempfile.gettempdir()) / f"tl_course-grade-{os.getuid()}"
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o711)
+    return base
+
+
+def _hold_job_lock(base: Path, token: str) -> int:
+    """An open, locked ``job-<token>.lock`` beside the job's folder: while a job runs, its lock is held."""
+    import fcntl
+
+    fd = os.open(base / f"job-{token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_leftovers(base: Path, min_age: float = 60.0) -> list[str]:
+    """Delete the job folders (and locks) in ``base`` whose job no longer runs (its lock file is there and
+    free: the process that held it is gone) and that are older than ``min_age`` seconds. A folder without a
+    lock file is left alone (another version of the grader may be running it). Returns the names removed.
+
+    >>> import tempfile
+    >>> base = Path(tempfile.mkdtemp())
+    >>> (base / "job-0123abcd-x1").mkdir(); (base / "job-0123abcd.lock").touch(); (base / "job-4567-y2").mkdir()
+    >>> remove_leftovers(base, min_age=0), sorted(p.name for p in base.iterdir())
+    (['job-0123abcd-x1', 'job-0123abcd.lock'], ['job-4567-y2'])
+    """
+    import fcntl
+
+    removed = []
+    now = time.time()
+    for path in sorted(base.glob("job-*")):
+        try:
+            if now - path.lstat().st_mtime < min_age:
+                continue
+            token = path.name.split("-")[1].removesuffix(".lock")
+            lock = base / f"job-{token}.lock"
+            if not lock.exists():
+                continue  # not a job of this code (or its lock is gone with it): not ours to judge
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its job still runs
+            finally:
+                os.close(fd)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+        except (OSError, IndexError):
+            continue
+    return removed
 
 
 def _write_working_copy(job: dict, jobdir: Path) -> None:
@@ -116,7 +190,21 @@ def _write_working_copy(job: dict, jobdir: Path) -> None:
     for sub in ("home", "tmp", "runtime"):
         (jobdir / sub).mkdir()
     (course / "job.json").write_text(json.dumps({k: job[k] for k in (
-        "assignment", "student", "cell_timeout", "integrity") if k in job}))
+        "assignment", "student", "cell_timeout", "integrity", "tests") if k in job}))
+    # what only the grading process may read (the private gradebook holds the hidden tests): the kernel,
+    # another user behind the wall, may pass through the course folder to its working folder, not list it
+    for path in (course / "gradebook.db", course / "job.json"):
+        os.chmod(path, 0o600)
+    for path in (course / "source", course / "submitted", jobdir / "runtime"):
+        if path.exists():
+            os.chmod(path, 0o700)
+    os.chmod(course, 0o711)
+    # the kernel spec nbclient finds first (JUPYTER_PATH): this script drops to KERNEL_USER, then ipykernel
+    spec = jobdir / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-P", str(SCRIPT), "kernel", "{connection_file}", str(jobdir / "home")],
+        "display_name": "Python 3 (sandboxed)", "language": "python"}))
 
 
 
@@ -131,6 +219,7 @@ def sandbox_env(job: dict, jobdir: Path, token: str) -> dict:
     env.update({"HOME": str(jobdir / "home"), "TMPDIR": str(jobdir / "tmp"),
                 "JUPYTER_RUNTIME_DIR": str(jobdir / "runtime"), "JUPYTER_DATA_DIR": str(jobdir / "home"),
                 "IPYTHONDIR": str(jobdir / "home" / ".ipython"), "MPLCONFIGDIR": str(jobdir / "tmp"),
+                "JUPYTER_PATH": str(jobdir / "jupyter"),
                 "PYTHONSAFEPATH": "1",  # the notebook's folder is not on sys.path: no tl_course.py look-alike
                 "PYTHONDONTWRITEBYTECODE": "1", MARKER: token})
     env.setdefault("MPLBACKEND", "Agg")
@@ -166,7 +255,12 @@ def _run_child(job: dict, jobdir: Path, token: str, stop: threading.Event) -> tu
         return "failed", ("the grader was asked for --isolation namespaces, but this machine cannot make them "
                           "(it needs root and util-linux unshare)."), True
     if isolated:
-        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []))
+        env = job.get("env", {})
+        cmd = isolated_command(cmd, jobdir, hide=job.get("hide", []), scratch_mb=int(job.get("scratch_mb") or SCRATCH_MB),
+                               expose=[env[k] for k in ("TL_COURSE_DATA", "TL_COURSE_CACHE", "TORCH_HOME", "HF_HOME")
+                                       if env.get(k)])
+    else:  # no wall: the kernel runs as the grader's user, as it always did (the summary says so)
+        shutil.rmtree(jobdir / "jupyter", ignore_errors=True)
     log = open(jobdir / "child.log", "wb")
     try:
         proc = subprocess.Popen(cmd, cwd=jobdir / "course", env=sandbox_env(job, jobdir, token),
@@ -215,45 +309,135 @@ def _run_child(job: dict, jobdir: Path, token: str, stop: threading.Event) -> tu
 
 @functools.lru_cache(maxsize=None)
 def namespaces_available() -> bool:
-    """Whether this machine can put a job in its own mount and PID namespaces (root, util-linux)."""
-    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+    """Whether this machine can put a job in its own mount, PID and network namespaces and run its kernel
+    as :data:`KERNEL_USER` (root, util-linux's unshare and setpriv, iproute2's ip)."""
+    import pwd
+
+    if os.geteuid() != 0 or not all(shutil.which(p) for p in ("unshare", "setpriv", "ip")):
         return False
-    probe = subprocess.run(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
-                           capture_output=True)
+    try:
+        pwd.getpwnam(KERNEL_USER)
+    except KeyError:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "--kill-child",
+                            "sh", "-c", "ip link set lo up"], capture_output=True)
     return probe.returncode == 0
 
 
-def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = ()) -> list[str]:
-    """``cmd`` inside new mount and PID namespaces: the whole file system read-only except the job's own
-    folder and a private /dev/shm, the course folder and credential files hidden, the grader's processes
-    invisible, and every capability dropped (so the notebook, root or not, cannot remount anything).
-    Killing the namespace's first process kills every process the notebook started."""
+def kernel_ids() -> tuple[int, int]:
+    """The uid and gid of :data:`KERNEL_USER`."""
+    import pwd
+
+    entry = pwd.getpwnam(KERNEL_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def isolated_command(cmd: list[str], jobdir: Path, hide: list[str] = (), scratch_mb: int = SCRATCH_MB,
+                     expose: list[str] = ()) -> list[str]:
+    """``cmd`` inside new mount, PID and network namespaces: the whole file system read-only except the
+    job's own folder and a private /dev/shm, the course folder and credential files hidden, the grader's
+    processes invisible, a network of its own with nothing but loopback (no other job's kernel, no
+    database, no internet), and every capability dropped but the three the grading process needs to start
+    the kernel as :data:`KERNEL_USER` and to stop it (setuid, setgid, kill). The kernel writes only to its
+    own size-limited file systems (HOME and TMPDIR, ``scratch_mb`` MiB each, and /dev/shm): a notebook
+    that fills them fills nobody else's. Killing the namespace's first process kills every process the
+    notebook started. ``expose``: folders the kernel must read beyond :func:`kernel_needs` (the shared cache
+    the job names)."""
     import shlex
 
     q = shlex.quote
+    uid, gid = kernel_ids()
     # the job's folder is moved back onto an empty folder of jobs: other notebooks graded now are not reachable
     job, base = q(str(jobdir)), q(str(jobdir.parent))
     steps = ["mount --make-rprivate /", "mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm",
              f"mkdir /dev/shm/.job && mount --bind {job} /dev/shm/.job",
              f"mount -t tmpfs -o size=1m,mode=0711 tmpfs {base}",
-             f"mkdir {job} && mount --move /dev/shm/.job {job} && rmdir /dev/shm/.job"]
-    for path in hide:
+             f"mkdir {job} && mount --move /dev/shm/.job {job} && rmdir /dev/shm/.job",
+             "ip link set lo up"]
+    steps += _expose_steps(kernel_needs(expose))
+    for sub in ("home", "tmp"):
+        steps.append(f"mkdir -p {q(str(jobdir / sub))} && mount -t tmpfs -o size={int(scratch_mb)}m,mode=0700,"
+                     f"uid={uid},gid={gid},nosuid,nodev tmpfs {q(str(jobdir / sub))}")
+    for path in hide:  # (one inside a folder already covered by _expose_steps is gone: nothing to hide)
         if os.path.isdir(path):
-            steps.append(f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(path)}")
+            steps.append(f"if [ -d {q(path)} ]; then mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(path)}; fi")
         elif os.path.exists(path):
-            steps.append(f"mount --bind /dev/null {q(path)}")
+            steps.append(f"if [ -e {q(path)} ]; then mount --bind /dev/null {q(path)}; fi")
     steps.append("mount -o remount,bind,ro /")
     # `remount,bind,ro /` is not recursive: every other mount (a separate /home or /data, /sys/fs/cgroup, ...)
     # would stay writable to the notebook, which is still user root. Make each one read-only, except the job's.
-    keep = " ".join(q(p) for p in (str(jobdir), "/dev/shm", "/proc", "/dev/pts"))
+    keep = " ".join(q(p) for p in (str(jobdir), str(jobdir / "home"), str(jobdir / "tmp"), "/dev/shm", "/proc",
+                                   "/dev/pts"))
     steps.append("for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do "
                  f"case \" {keep} \" in *\" $m \"*) continue;; esac; "
                  "mount -o remount,bind,ro \"$m\" 2>/dev/null || true; done")
     steps.append("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys")
-    steps.append("exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "
+    steps.append("exec setpriv --bounding-set=-all,+setuid,+setgid,+kill --inh-caps=-all --no-new-privs -- "
                  + " ".join(q(c) for c in cmd))
-    return ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
+    return ["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "--kill-child", "--",
             "sh", "-ec", " && ".join(steps)]
+
+
+def kernel_needs(extra: list[str] = ()) -> list[str]:
+    """What the kernel (:data:`KERNEL_USER`) must reach: the Python it runs, the course package, the photos
+    and the shared caches named in the environment, and ``extra``."""
+    paths = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), str(PACKAGE_DIR.parent),
+             *extra}
+    paths |= {os.environ[k] for k in ("TL_COURSE_DATA", "TL_COURSE_CACHE", "TORCH_HOME", "HF_HOME") if os.environ.get(k)}
+    paths |= {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    found = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
+    return [p for p in found if not any(p.startswith(other + os.sep) for other in found)]
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The highest folder above ``path`` that others may not pass through (no o+x), if any."""
+    parts = Path(path).parts
+    for i in range(1, len(parts)):
+        folder = str(Path(*parts[:i]))
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return folder
+        except OSError:
+            return None
+    return None
+
+
+def _expose_steps(paths: list[str]) -> list[str]:
+    """Shell steps (as root, in the job's mount namespace) that make each of ``paths`` reachable by the
+    kernel user when a folder above it is closed (a Python under /root): that folder is covered by an
+    empty one others may pass through, and each path is mounted back into it. What else the closed
+    folder held stays out of the kernel's reach."""
+    import shlex
+
+    q = shlex.quote
+    closed: dict[str, list[str]] = {}
+    for path in paths:
+        top = _closed_ancestor(path)
+        if top is not None:
+            closed.setdefault(top, []).append(path)
+    steps = []
+    for n, (top, inside) in enumerate(sorted(closed.items())):
+        stage = [f"/dev/shm/.expose-{n}-{i}" for i in range(len(inside))]
+        steps += [f"mkdir {st} && mount --bind {q(p)} {st}" for st, p in zip(stage, inside)]
+        steps.append(f"mount -t tmpfs -o size=1m,mode=0711 tmpfs {q(top)}")
+        steps += [f"mkdir -p {q(p)} && mount --move {st} {q(p)} && rmdir {st}" for st, p in zip(stage, inside)]
+    return steps
+
+
+def _launch_kernel(connection_file: str, home: str, extra: list[str] = ()) -> None:
+    """In the grading process, started by nbclient as the kernel: read the connection file (root's), drop to
+    :data:`KERNEL_USER` with no capability left, and become ipykernel with a private copy of the file."""
+    data = Path(connection_file).read_bytes()
+    if os.geteuid() == 0:
+        uid, gid = kernel_ids()
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)  # from root to another user: every capability goes with it
+    os.umask(0o077)
+    mine = Path(home) / ".kernel" / "connection.json"
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_bytes(data)
+    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", str(mine), *extra])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -313,7 +497,10 @@ def integrity_spec(package_dir: Path = PACKAGE_DIR) -> dict:
 
 
 #: run in the student kernel (in a namespace of its own) before and after every graded test cell; its verdict
-#: comes back through ``user_expressions``. It only reads.
+#: comes back through ``user_expressions``. It only reads. Besides the course package, it checks the
+#: interpreter's machinery the tests rely on (profiler, tracer, display hook, import hook, ``random``, a few
+#: builtins, IPython's events and input/AST transformers, ``tl_course.grading``'s classes, globals shadowing
+#: builtins): a hook defined in the notebook (``__module__ == "__main__"``) fails the check.
 PROBE = r'''
 import os, sys
 
@@ -346,7 +533,48 @@ def _problems(spec):
                 out.append(f"{name}.{attr} is no longer {src}.{orig}")
     return out
 
-result = _problems(SPEC)
+def _from_notebook(obj):
+    """Whether obj (a function, a bound method, a callable object) was defined in the notebook."""
+    for candidate in (obj, getattr(obj, "__func__", None), getattr(obj, "__self__", None),
+                      type(obj) if not isinstance(obj, type) else None):
+        if candidate is not None and getattr(candidate, "__module__", None) == "__main__":
+            return True
+    return False
+
+
+def _machinery():
+    """The interpreter's machinery the tests rely on, replaced or hooked by code from the notebook."""
+    import builtins, random
+    out = []
+    hooks = {"sys.setprofile": sys.getprofile(), "sys.settrace": sys.gettrace(), "sys.displayhook": sys.displayhook,
+             "sys.excepthook": sys.excepthook, "builtins.__import__": builtins.__import__}
+    hooks.update({f"random.{n}": getattr(random, n, None) for n in ("getstate", "setstate", "seed", "random")})
+    hooks.update({f"builtins.{n}": getattr(builtins, n, None) for n in ("str", "int", "float", "len", "isinstance",
+                                                                       "abs", "round", "sum", "print", "repr")})
+    try:
+        shell = get_ipython()  # noqa: F821 - in the kernel
+    except NameError:
+        shell = None
+    if shell is not None:
+        for event, callbacks in getattr(shell.events, "callbacks", {}).items():
+            hooks.update({f"IPython event {event}": cb for cb in callbacks})
+        for kind in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers"):
+            hooks.update({f"IPython {kind}": t for t in getattr(shell, kind, [])})
+        for name in ("str", "int", "float", "len", "isinstance", "abs", "round", "sum", "print", "repr", "sorted",
+                     "set", "list", "dict", "tuple", "range", "min", "max", "any", "all"):
+            value = shell.user_ns.get(name)
+            if callable(value):
+                hooks[f"the global {name} (shadows the builtin)"] = value
+    out += [f"{what} was replaced by code from the notebook" for what, obj in hooks.items()
+            if obj is not None and _from_notebook(obj)]
+    grading = sys.modules.get("tl_course.grading")
+    for cls in [v for v in vars(grading).values() if isinstance(v, type)] if grading else []:
+        for attr, value in list(vars(cls).items()):
+            if callable(value) and _from_notebook(value):
+                out.append(f"tl_course.grading.{cls.__name__}.{attr} was replaced by code from the notebook")
+    return out
+
+result = _problems(SPEC) + _machinery()
 '''
 
 
@@ -379,12 +607,17 @@ def _guarded_execute_class():
             graded = is_test(cell)
             before = await self._probe() if graded else []
             cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            if cell.cell_type == "code":  # one huge line or output is cut here, before it is written anywhere
+                import nbformat
+
+                cell.outputs = nbformat.from_dict(_safety().neutralise_outputs(cell.outputs))
             if graded:
                 problems = before + [p for p in await self._probe() if p not in before]
                 if problems:
                     from nbformat.v4 import new_output
 
-                    text = ("The notebook changed the course package, so this test cannot be trusted: "
+                    text = ("The notebook changed the course package or the interpreter's machinery, so this "
+                            "test cannot be trusted: "
                             + "; ".join(problems[:3]) + ".")
                     cell.outputs.append(new_output("error", ename="CourseCodeModified", evalue=text,
                                                    traceback=[f"CourseCodeModified: {text}"]))
@@ -400,6 +633,53 @@ def _guarded_execute_class():
                 _kill_notebook_processes()
 
     return GuardedExecute
+
+
+@functools.lru_cache(maxsize=None)
+def _sibling(name: str):
+    """``tl_course.classroom.<name>``, loaded from beside this file (it runs as a script: no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tl_course_classroom_{name}", SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _safety():
+    return _sibling("safety")
+
+
+@functools.lru_cache(maxsize=None)
+def restore_tests_class():
+    """nbgrader's preprocessor class :class:`RestoreTestCells`, made on first use: the first of nbgrader's
+    sanitising steps, in the sandbox and in the grader alike (:mod:`tl_course.classroom.repair`)."""
+    from nbgrader.preprocessors import NbGraderPreprocessor
+    from traitlets import List
+
+    class RestoreTestCells(NbGraderPreprocessor):
+        """A deleted test cell restored, a pasted copy of one graded once (:func:`repair_cells`)."""
+
+        tests = List([], help="the release notebook's test cells (nbformat dicts)").tag(config=True)
+
+        def preprocess(self, nb, resources):
+            import nbformat
+
+            cells = [dict(c) for c in nb.cells]
+            _sibling("repair").repair_cells(cells, [dict(t) for t in self.tests])
+            nb.cells = [nbformat.from_dict(c) for c in cells]
+            return nb, resources
+
+    return RestoreTestCells
+
+
+def with_restore_tests(config, tests: list) -> None:
+    """``config`` (nbgrader's) with :func:`restore_tests_class` first among autograde's sanitising steps."""
+    from nbgrader.converters import Autograde
+
+    config.RestoreTestCells.tests = list(tests)
+    config.Autograde.sanitize_preprocessors = [
+        restore_tests_class(), *Autograde.class_traits()["sanitize_preprocessors"].make_dynamic_default()]
 
 
 def _kill_notebook_processes() -> None:
@@ -443,6 +723,7 @@ def _execute(course: Path) -> int:
     config.CourseDirectory.course_id = "transfer-learning-cv"
     config.Execute.timeout = int(job.get("cell_timeout") or 300)
     config.Execute.shutdown_kernel = "immediate"  # a graceful shutdown costs seconds per notebook, for nothing
+    with_restore_tests(config, job.get("tests", []))
     config.Autograde.autograde_preprocessors = [guarded if p is Execute else p
                                                 for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()]
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
@@ -507,4 +788,6 @@ def _timings(executed: Path, t0: float) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "execute":
         sys.exit(_execute(Path(sys.argv[2])))
+    if len(sys.argv) >= 4 and sys.argv[1] == "kernel":  # nbclient may add arguments for ipykernel
+        _launch_kernel(sys.argv[2], sys.argv[3], sys.argv[4:])
     sys.exit("usage: python -P sandbox.py execute COURSE_DIR (run by python -m tl_course.classroom grade, not by hand)")

@@ -3,6 +3,7 @@ each with a digest of its files (what the grader's ledger compares to decide wha
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def folder_digest(folder: Path) -> str:
     """
     h = hashlib.sha256()
     for path in visible_files(folder):
-        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        # os.fsencode: a name that is not UTF-8 (surrogate-escaped) hashes as its bytes, not an error
+        h.update(os.fsencode(path.relative_to(folder)) + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
