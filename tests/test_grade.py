@@ -193,6 +193,23 @@ def test_import_zip_collects_and_reports(tmp_readable, nbgrader_on_path):
     assert (submitted / "bob" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == BLANK.read_bytes()
 
 
+def test_import_zip_leaves_the_instructors_own_downloads_alone(tmp_readable, nbgrader_on_path):
+    """nbgrader's manual workflow keeps downloads in downloaded/<assignment>/archive/ (and extracts into
+    extracted/): an import works in a folder of its own, reads and deletes neither, and leaves nothing behind."""
+    course = make_course(tmp_readable)
+    mine = course / "downloaded" / ASSIGNMENT
+    (mine / "archive").mkdir(parents=True)
+    (mine / "extracted").mkdir()
+    kept = {mine / "archive" / "week1.zip": b"instructor's own download",
+            mine / "extracted" / "notes.txt": b"instructor's notes"}
+    for path, data in kept.items():
+        path.write_bytes(data)
+    found = lms.import_zip(course, make_zip(tmp_readable / "lms.zip", LMS_FILES), ASSIGNMENT)
+    assert set(found["collected"]) == {"alice", "bob"}
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert sorted(p.name for p in mine.iterdir()) == ["archive", "extracted"]
+
+
 def test_import_zip_refuses_a_file_that_is_not_a_zip(tmp_readable, nbgrader_on_path):
     course = make_course(tmp_readable)
     not_zip = tmp_readable / "grades.zip"

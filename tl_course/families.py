@@ -206,7 +206,7 @@ _LITE0_WEIGHTS = Weights(
 def _build_torchvision(name: str, weights: Weights | WeightsEnum | None) -> nn.Module:
     try:
         return torchvision.models.get_model(name, weights=weights)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; a failed hash check is a RuntimeError
+    except (OSError, RuntimeError):  # URLError is an OSError; a failed hash check is a RuntimeError
         if weights is None:
             raise
         raise WeightsUnavailableError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
             # the expression sees the path inside the download ("/<path in the zip>"), not the course's own
             # folders: a course under /tmp/test_x/ must not make "test" the student of "_ch02_....ipynb"
             name = os.path.basename(submitted_file)
-            inside = os.path.relpath(submitted_file, course / "downloaded" / assignment / "extracted")
+            inside = os.path.relpath(submitted_file, work / "extracted")
             info = super().collect(submitted_file if inside.startswith("..") else "/" + inside)
             if not info or os.path.splitext(str(info.get("file_id", "")))[0] + ".ipynb" != notebook:
                 unmatched.append(name)  # strict zip_collect skips a notebook of another name too
@@ -79,25 +80,30 @@ def import_zip(course: Path, archive: Path, assignment: str, name_regexp: str = 
                 refused.extend(safety.extract_zip(path, Path(extracted_path), max_total=max_total, max_entry=max_entry))
 
     config.ZipCollectApp.extractor_plugin = CappedExtractor
-    archive_dir = course / "downloaded" / assignment / "archive"
-    if archive_dir.exists():
-        shutil.rmtree(archive_dir)
-    archive_dir.mkdir(parents=True)
-    shutil.copy(archive, archive_dir / Path(archive).name)
+    # a folder of this import's own under downloaded/<assignment>/: nbgrader's archive/ and extracted/ there
+    # (an instructor's own downloads, nbgrader's manual workflow) are neither read nor cleared
+    (course / "downloaded" / assignment).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".import-", dir=course / "downloaded" / assignment))
+    config.ZipCollectApp.archive_directory = f"{work.name}/archive"
+    config.ZipCollectApp.extracted_directory = f"{work.name}/extracted"
+    (work / "archive").mkdir()
+    shutil.copy(archive, work / "archive" / Path(archive).name)
     app = ZipCollectApp(config=config)
     # without initialize() (which would parse sys.argv) the app has no CourseDirectory: give it the course's
     app.coursedir = CourseDirectory(config=config, parent=app)
     app.coursedir.assignment_id = assignment
-    with quiet_logs(app):
-        app.init_plugins()
-        app.extract_archive_files()
-        try:
+    try:
+        with quiet_logs(app):
+            app.init_plugins()
+            app.extract_archive_files()
             app.process_extracted_files()
-        except SystemExit:  # nbgrader's zip_collect exits on a duplicate (and other errors it logs)
-            if duplicates:
-                raise GradingError(f"the zip holds two notebooks of one student ({'; '.join(duplicates)}): "
-                                   "delete the older one and import again.") from None
-            raise GradingError("nbgrader's zip_collect stopped (its message is above); nothing was imported.") from None
+    except SystemExit:  # nbgrader's zip_collect exits on a duplicate (and other errors it logs)
+        if duplicates:
+            raise GradingError(f"the zip holds two notebooks of one student ({'; '.join(duplicates)}): "
+                               "delete the older one and import again.") from None
+        raise GradingError("nbgrader's zip_collect stopped (its message is above); nothing was imported.") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # this import's own copy and extraction only
     return {"collected": collected, "unmatched": sorted(unmatched), "refused": refused}
 
 

@@ -291,7 +291,6 @@ def release(assignment_id: str, root: Path = ROOT, release_dir: Path | None = No
             raise RuntimeError(f"nbgrader generate_assignment {assignment_id} failed: "
                                f"{_failure_cause(result, root / 'solutions' / assignment_id)}")
         target = release_dir / assignment_id
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(Path(tmp) / "release" / assignment_id, target)
+        # the release's own files are replaced; anything else an instructor keeps in that folder stays
+        shutil.copytree(Path(tmp) / "release" / assignment_id, target, dirs_exist_ok=True)
     return target

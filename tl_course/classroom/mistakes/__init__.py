@@ -24,5 +24,5 @@ Each module defines
 reference solution except the mistaken cell(s), and asserts that the total drops and each cell in
 ``MUST_FAIL`` loses points. At least 8 mistakes per assignment. Mistakes are grouped into one submission
 where a name-level data-flow analysis proves they cannot influence each other's ``MUST_FAIL`` cells
-(``group_mistakes`` there): spreading a catalogue over several answer cells makes the run cheaper.
+(:func:`tl_course.classroom.grouping.group_mistakes`): spreading a catalogue over several answer cells makes the run cheaper.
 """
