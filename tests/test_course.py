@@ -595,7 +595,9 @@ def test_class_every_grade_as_expected(classroom):
     for run in ("resumed", "again", "changed"):
         assert classroom.runs[run].returncode == 0, f"{run}: {classroom.runs[run].stdout}{classroom.runs[run].stderr[-3000:]}"
     determined = sum(v is not None for cells in classroom.expected.values() for v in cells.values())
-    assert determined > 0.8 * sum(len(c) for c in classroom.expected.values())
+    # most cells are determined in advance (the rest: cells a mistake's answers can reach that its catalogue
+    # entry does not name; issue 16's contract mistakes reach more of them: 1112 of 1423 = 78 % measured)
+    assert determined > 0.75 * sum(len(c) for c in classroom.expected.values())
     wrong = _mismatches(classroom.dumps["changed"]["grades"], _final_expected(classroom))
     assert not wrong, f"{len(wrong)} grade(s) differ from the expected score:\n" + "\n".join(wrong[:40])
 
