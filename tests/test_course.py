@@ -212,7 +212,7 @@ CLASS_WORKERS = 2
 CLASS_CELL_TIMEOUT = 60  # the hostile endless loop costs this much; every honest cell runs far below it
 sys.path.insert(0, str(Path(__file__).resolve().parent / "classroom"))
 import hostile  # noqa: E402
-from postgres import throwaway_postgres  # noqa: E402
+from postgres import ledger_count, throwaway_postgres  # noqa: E402
 
 
 def class_roles(assignment_id: str, source: Path) -> dict[str, dict[str, str]]:
@@ -332,19 +332,6 @@ def _grader(root: Path, env: dict, *extra: str) -> list[str]:
             "--threads", "1", "--cell-timeout", str(CLASS_CELL_TIMEOUT), "--quiet", *extra]
 
 
-def _ledger_count(db_url: str) -> int:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM tl_course_grading")).scalar()
-    except sa.exc.SQLAlchemyError:
-        return 0
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def classroom(kernel_env, tmp_path_factory):
     """A class of ``N_STUDENTS`` students x every assignment (reference, blank, alternative, catalogued
@@ -383,11 +370,11 @@ def classroom(kernel_env, tmp_path_factory):
         proc = subprocess.Popen(_grader(root, env), env=env, start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 3600
-        while proc.poll() is None and _ledger_count(db_url) < total // 3 and time.monotonic() < deadline:
+        while proc.poll() is None and ledger_count(db_url) < total // 3 and time.monotonic() < deadline:
             time.sleep(1)
         os.killpg(proc.pid, signal.SIGKILL)
         first_output = proc.communicate()[0].decode(errors="replace")
-        room.ledger_at_kill = _ledger_count(db_url)
+        room.ledger_at_kill = ledger_count(db_url)
         room.runs["killed"] = subprocess.CompletedProcess(proc.args, proc.returncode, first_output, "")
         # 2. resumed
         room.runs["resumed"] = subprocess.run(_grader(root, env), env=env, capture_output=True, text=True)

@@ -59,17 +59,22 @@ def test_escape_control_leaves_no_control_character():
     assert safety.escape_control("two\nlines\tok") == "two\nlines\tok"
 
 
-def test_summary_escapes_the_reason_and_student_id(tmp_path, nbgrader_on_path):
-    """A failure reason quotes the notebook's last line of output: an ANSI escape there reached summary.md."""
+def _empty_gradebook(tmp_path: Path):
+    """A fresh SQLite gradebook (nbgrader's tables and the course's ledger): ``(db_url, engine, ledger)``."""
     import sqlalchemy as sa
-
-    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
     from nbgrader.api import Gradebook
 
+    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
     with Gradebook(db_url):
         pass
     engine = sa.create_engine(db_url)
     ledger, _ = gradebook.tables(engine)
+    return db_url, engine, ledger
+
+
+def test_summary_escapes_the_reason_and_student_id(tmp_path, nbgrader_on_path):
+    """A failure reason quotes the notebook's last line of output: an ANSI escape there reached summary.md."""
+    db_url, engine, ledger = _empty_gradebook(tmp_path)
     gradebook.write_ledger(engine, ledger, f"mallory{ANSI}", ASSIGNMENT, "0" * 64, "failed",
                            f"it printed {ANSI}\nfake: 10/10", (0.0, 10.0))
     config = gradebook.course_config(tmp_path, db_url)
@@ -289,8 +294,6 @@ def test_reference_and_blank_are_not_listed():
 
 def test_summary_lists_submissions_for_review(tmp_path, nbgrader_on_path):
     import nbformat
-    import sqlalchemy as sa
-    from nbgrader.api import Gradebook
 
     from tl_course.classroom.notebooks import fill_submission, reference_answers
 
@@ -301,11 +304,7 @@ def test_summary_lists_submissions_for_review(tmp_path, nbgrader_on_path):
         folder = tmp_path / "submitted" / student / ASSIGNMENT
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{ASSIGNMENT}.ipynb")
-    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
-    with Gradebook(db_url):
-        pass
-    engine = sa.create_engine(db_url)
-    ledger, _ = gradebook.tables(engine)
+    db_url, engine, ledger = _empty_gradebook(tmp_path)
     for student in ("mallory", "alice"):
         gradebook.write_ledger(engine, ledger, student, ASSIGNMENT, "0" * 64, "graded", "", (10.0, 10.0))
     _, summary, _ = reports.write_reports(gradebook.course_config(tmp_path, db_url), engine, ledger, tmp_path / "out")
@@ -357,14 +356,7 @@ def test_pasted_test_cell_is_graded_once():
 
 
 def test_summary_says_what_was_not_isolated(tmp_path, nbgrader_on_path):
-    import sqlalchemy as sa
-    from nbgrader.api import Gradebook
-
-    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
-    with Gradebook(db_url):
-        pass
-    engine = sa.create_engine(db_url)
-    ledger, _ = gradebook.tables(engine)
+    db_url, engine, ledger = _empty_gradebook(tmp_path)
     config = gradebook.course_config(tmp_path, db_url)
     _, summary, _ = reports.write_reports(config, engine, ledger, tmp_path / "a", isolated=False)
     assert "## Not isolated" in summary.read_text(encoding="utf-8")

@@ -47,7 +47,7 @@ from tl_course.classroom.notebooks import fill_submission, reference_answers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "classroom"))
 import hostile  # noqa: E402
-from postgres import postgres_bin, throwaway_postgres  # noqa: E402
+from postgres import ledger_count, postgres_bin, throwaway_postgres  # noqa: E402
 
 ROOT = Path(tl_course.__file__).resolve().parents[1]
 A = hostile.ASSIGNMENT
@@ -79,19 +79,6 @@ def _restart(data: Path, sock: Path, port: int, pause: float) -> None:
     subprocess.run([ctl, "-D", str(data), "-l", str(data.parent / "server.log"), "-w", "-t", "60", "-o",
                     f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
                    check=True, capture_output=True, user=user)
-
-
-def _ledger_count(db_url: str) -> int:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM tl_course_grading")).scalar()
-    except sa.exc.SQLAlchemyError:
-        return 0
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +122,7 @@ def hostile_class():
             restarted = False
             deadline = time.monotonic() + 1200
             while proc.poll() is None and time.monotonic() < deadline:  # the gradebook goes away for 3 s mid-run
-                if not restarted and _ledger_count(db_url) >= 1:
+                if not restarted and ledger_count(db_url) >= 1:
                     _restart(data, sock, port, 3.0)
                     restarted = True
                 time.sleep(0.5)

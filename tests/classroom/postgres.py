@@ -76,3 +76,17 @@ def throwaway_postgres(user: str = "grader", database: str = "gradebook"):
         subprocess.run([postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                        capture_output=True, user=run_as, cwd=tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ledger_count(db_url: str) -> int:
+    """How many submissions the grader's ledger holds so far (0 while its table does not exist yet)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM tl_course_grading")).scalar()
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
