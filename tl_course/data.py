@@ -579,7 +579,9 @@ PETS = DataSource("the Oxford-IIIT Pet photos", "oxford-iiit-pet", "about 800 MB
                   "https://www.robots.ox.ac.uk/~vgg/data/pets/", torchvision="OxfordIIITPet")
 EUROSAT = DataSource("the EuroSAT RGB tiles", "eurosat", "about 90 MB", "https://github.com/phelber/EuroSAT",
                      torchvision="EuroSAT")
-#: The PyTorch tutorial's published archive (47,286,322 bytes; ``hymenoptera_data/{train,val}/{ants,bees}/``).
+#: The PyTorch tutorial's published archive (47,286,322 bytes; ``hymenoptera_data/{train,val}/{ants,bees}/``). Its
+#: SHA-256 is the one PyTorch's own tutorials check before unpacking it (pytorch/tutorials,
+#: ``.jenkins/download_data.py``, ``download_hymenoptera_data``); it cannot be recomputed here (no internet).
 ANTS_AND_BEES = DataSource(
     "the ants / bees photos of the PyTorch transfer-learning tutorial", "hymenoptera_data", "45 MB",
     "https://download.pytorch.org/tutorial/hymenoptera_data.zip",
