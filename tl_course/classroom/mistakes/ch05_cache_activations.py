@@ -323,3 +323,314 @@ head, history = train_cat_head(train_fs, val_fs)
 EXTRA_MISTAKES: dict[str, dict[str, str]] = {name: MISTAKES.pop(name) for name in ['no_shuffle', 'selects_on_training_accuracy', 'crashes_with_zero_epochs', 'casts_features_to_float32', 'normalises_callers_tensors', 'cat_head_not_trained']}
 EXTRA_MUST_FAIL: dict[str, list[str]] = {name: MUST_FAIL.pop(name) for name in EXTRA_MISTAKES}
 EXTRA_KIND: dict[str, str] = {name: KIND.pop(name) for name in EXTRA_MISTAKES}
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: every graded function is checked against its whole contract. Each mistake below breaks one line of
+# a docstring contract, at least two per class of mistake, in different styles: 1 side effects on what the caller
+# owns, 2 selection discipline, 3 heads other than one nn.Linear, 4 generality, 5 device, 6 ties and order,
+# 7 autograd hygiene, 8 the wrong object returned.
+# ---------------------------------------------------------------------------------------------
+_EXTRACT = _EXTRACT_HEADER + '''    device = tl_course.get_device(device)
+    backbone.to(device).eval()
+    features, labels = [], []
+    with torch.inference_mode():
+        for images, targets in loader:
+            features.append(backbone(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(targets).cpu())
+    return torch.cat(features), torch.cat(labels).long()
+'''
+_SOFTMAX = _loop()
+
+
+def _swap(source: str, old: str, new: str) -> str:
+    """``source`` with the one occurrence of ``old`` replaced (a mistake is the reference with one piece swapped)."""
+    assert source.count(old) == 1, old
+    return source.replace(old, new)
+
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. side effects on what the caller owns
+    "extract_freezes_the_backbone": (1, "narrow", {"extract_features": _swap(
+        _EXTRACT, "    backbone.to(device).eval()\n",
+        "    backbone.to(device).eval()\n    backbone.requires_grad_(False)  # frozen while we extract\n")},
+        ["test_extract_features"]),
+    "extract_keeps_eval_with_an_override": (1, "narrow", {"extract_features": _swap(
+        _EXTRACT, "    backbone.to(device).eval()\n",
+        "    backbone.to(device).eval()\n    backbone.train = lambda mode=True: backbone  # nobody switches it back\n")},
+        ["test_extract_features"]),
+    "loop_shuffles_with_seeded_numpy": (1, "narrow", {"train_softmax": "import numpy as np\n\n\n" + _swap(
+        _SOFTMAX, "        order = torch.randperm(len(y))\n",
+        "        np.random.seed(epoch)  # reproducible shuffles\n        order = torch.from_numpy(np.random.permutation(len(y)))\n")},
+        ["test_train_softmax_loop"]),
+    "loop_seeds_torch": (1, "narrow", {"train_softmax": _swap(
+        _SOFTMAX, "    x, y = train\n", "    x, y = train\n    torch.manual_seed(0)\n")}, ["test_train_softmax_loop"]),
+    # 2. selection discipline
+    "loop_keeps_the_live_state_dict": (2, "how", {"train_softmax": _swap(
+        _SOFTMAX, "copy.deepcopy(head.state_dict())", "head.state_dict()")}, ["test_train_softmax_selection"]),
+    "loop_selects_on_the_training_loss": (2, "how", {"train_softmax": _swap(_swap(
+        _SOFTMAX, "        if best_acc is None or val_acc > best_acc:\n            best_acc, best_state = val_acc, ",
+        "        if best_acc is None or total < best_acc:  # the lowest loss is the best fit\n            best_acc, best_state = total, "),
+        "    history, best_acc", "    history, best_acc")}, ["test_train_softmax_selection"]),
+    # 3. heads other than one nn.Linear
+    "loop_validates_in_train_mode": (3, "how", {"train_softmax": _swap(_SOFTMAX, "        head.eval()\n", "")},
+                                     ["test_train_softmax_loop"]),
+    "loop_sets_train_mode_once": (3, "how", {"train_softmax": _swap(_swap(
+        _SOFTMAX, "    for epoch in range(1, epochs + 1):\n        head.train()\n",
+        "    head.train()\n    for epoch in range(1, epochs + 1):\n"), "        head.eval()\n", "")},
+        ["test_train_softmax_loop"]),
+    "cat_head_ends_with_softmax": (3, "how", {"train_cat_head": _swap(
+        _cat_head(), "    head = nn.Linear(train.features.shape[1], 3)\n",
+        "    head = nn.Sequential(nn.Linear(train.features.shape[1], 3), nn.Softmax(dim=1))  # probabilities\n")},
+        ["test_train_cat_head"]),
+    "cat_head_ends_with_relu": (3, "how", {"train_cat_head": _swap(
+        _cat_head(), "    head = nn.Linear(train.features.shape[1], 3)\n",
+        "    head = nn.Sequential(nn.Linear(train.features.shape[1], 3), nn.ReLU())\n")}, ["test_train_cat_head"]),
+    # 4. generality
+    "loop_one_hot_three_classes": (4, "narrow", {"train_softmax": _swap(
+        _SOFTMAX, "loss = loss_fn(head(xb), yb)",
+        "loss = -(nn.functional.one_hot(yb, 3) * torch.log_softmax(head(xb), 1)).sum(1).mean()")},
+        ["test_train_softmax_loop"]),
+    "loop_counts_classes_in_the_labels": (4, "narrow", {"train_softmax": _swap(_swap(
+        _SOFTMAX, "    loss_fn = nn.CrossEntropyLoss()\n",
+        "    n_classes = len(torch.unique(y))\n    loss_fn = nn.CrossEntropyLoss()\n"),
+        "loss = loss_fn(head(xb), yb)", "loss = loss_fn(head(xb)[:, :n_classes], yb)")}, ["test_train_softmax_loop"]),
+    "loop_one_batch_too_many": (4, "narrow", {"train_softmax": _loop(
+        batches="        for b in range(len(y) // batch_size + 1):\n            start = b * batch_size\n")},
+        ["test_train_softmax_loop"]),
+    "cat_head_width_hard_coded": (4, "narrow", {"train_cat_head": _swap(
+        _cat_head(), "nn.Linear(train.features.shape[1], 3)", "nn.Linear(1280, 3)  # EfficientNet-Lite0's features")},
+        ["test_train_cat_head"]),
+    "cat_head_width_from_the_notebook": (4, "narrow", {"train_cat_head": _swap(
+        _cat_head(), "nn.Linear(train.features.shape[1], 3)", "nn.Linear(train_fs.features.shape[1], 3)")},
+        ["test_train_cat_head"]),
+    # 5. device
+    "extract_leaves_images_on_the_cpu": (5, "narrow", {"extract_features": _swap(
+        _EXTRACT, "backbone(images.to(device))", "backbone(images)")}, ["test_extract_features"]),
+    "extract_never_moves_the_backbone": (5, "narrow", {"extract_features": _swap(
+        _EXTRACT, "    backbone.to(device).eval()\n", "    backbone.eval()\n")}, ["test_extract_features"]),
+    "loop_leaves_batches_on_the_cpu": (5, "narrow", {"train_softmax": _swap(
+        _SOFTMAX, "xb, yb = x[idx].to(device), y[idx].to(device)", "xb, yb = x[idx], y[idx]")},
+        ["test_train_softmax_loop"]),
+    "loop_never_moves_the_head": (5, "narrow", {"train_softmax": _swap(_SOFTMAX, "    head.to(device)\n", "")},
+                                  ["test_train_softmax_loop"]),
+    # 6. ties and order
+    "loop_keeps_the_latest_tie": (6, "how", {"train_softmax": _swap(
+        _SOFTMAX, "val_acc > best_acc", "val_acc >= best_acc")}, ["test_train_softmax_selection"]),
+    "loop_picks_the_latest_of_the_best": (6, "how", {"train_softmax": _swap(_swap(
+        _SOFTMAX, "        if best_acc is None or val_acc > best_acc:\n            best_acc, best_state = val_acc, copy.deepcopy(head.state_dict())\n",
+        "        states.append(copy.deepcopy(head.state_dict()))\n"),
+        "    if best_state is not None:\n        head.load_state_dict(best_state)\n",
+        "    states = states if epochs else []\n    if states:  # the most trained of the best epochs\n"
+        "        best = max(range(len(history)), key=lambda i: (history[i]['val_acc'], i))\n"
+        "        head.load_state_dict(states[best])\n").replace(
+        "    history, best_acc, best_state = [], None, None\n", "    history, best_acc, best_state, states = [], None, None, []\n")},
+        ["test_train_softmax_selection"]),
+    "cache_dataset_sorted_by_name": (6, "narrow", {"make_cache_dataset": _CACHE_HEADER + '''    pairs = sorted(zip(samples.files, samples.labels))  # a tidy, reproducible order
+    return ImageDataset(Samples([f for f, _ in pairs], [y for _, y in pairs], samples.classes), preprocess)
+'''}, ["test_make_cache_dataset"]),
+    "cache_dataset_sorts_the_callers_samples": (6, "narrow", {"make_cache_dataset": _CACHE_HEADER + '''    order = sorted(range(len(samples.files)), key=lambda i: str(samples.files[i]))
+    samples.files[:] = [samples.files[i] for i in order]
+    samples.labels[:] = [samples.labels[i] for i in order]
+    return ImageDataset(samples, preprocess)
+'''}, ["test_make_cache_dataset"]),
+    # 7. autograd hygiene
+    "extract_detaches_afterwards": (7, "how", {"extract_features": _EXTRACT_HEADER + '''    device = tl_course.get_device(device)
+    backbone.to(device).eval()
+    features, labels = [], []
+    for images, targets in loader:
+        features.append(backbone(images.to(device)).detach().float().cpu())
+        labels.append(torch.as_tensor(targets).cpu())
+    return torch.cat(features), torch.cat(labels).long()
+'''}, ["test_extract_features"]),
+    "extract_reads_dot_data": (7, "how", {"extract_features": _EXTRACT_HEADER + '''    device = tl_course.get_device(device)
+    backbone = backbone.to(device)
+    backbone.eval()
+    xs, ys = [], []
+    for batch in loader:
+        out = backbone(batch[0].to(device))
+        xs.append(out.data.cpu().float())
+        ys.append(batch[1].long())
+    return torch.cat(xs), torch.cat(ys)
+'''}, ["test_extract_features"]),
+    "loop_running_loss_as_tensor": (7, "how", {"train_softmax": _swap(
+        _SOFTMAX, "total += loss.item() * len(idx)", "total += loss * len(idx)")}, ["test_train_softmax_loop"]),
+    "loop_stacks_the_losses": (7, "how", {"train_softmax": _swap(_swap(_swap(
+        _SOFTMAX, "        total = 0.0\n", "        losses = []\n"),
+        "            total += loss.item() * len(idx)\n", "            losses.append(loss)\n"),
+        '"train_loss": total / max(1, len(y))', '"train_loss": torch.stack(losses).mean()')},
+        ["test_train_softmax_loop"]),
+    # 8. the wrong object returned
+    "cache_dataset_with_random_flips": (8, "leak", {"make_cache_dataset": _CACHE_HEADER + '''    from torchvision.transforms import v2
+    return ImageDataset(samples, v2.Compose([v2.RandomHorizontalFlip(), preprocess]))  # a little variety
+'''}, ["test_make_cache_dataset"]),
+    "cache_dataset_with_colour_jitter": (8, "leak", {"make_cache_dataset": _CACHE_HEADER + '''    from torchvision import transforms as T
+    return ImageDataset(samples, T.Compose([T.ColorJitter(brightness=0.3, contrast=0.3), preprocess]))
+'''}, ["test_make_cache_dataset"]),
+    "load_returns_the_dict": (8, "narrow", {"save_load": _SAVE_LOAD.replace(
+        '    return payload["features"], payload["labels"]\n', "    return payload  # features and labels by name\n")
+        % "features.detach().cpu()"}, ["test_save_load"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# A DataLoader over a TensorDataset, the functional API, the kept copy on the CPU; the photos decoded once into a
+# list; a tuple in the cache file.
+_ALTERNATIVE_DATALOADER: dict[str, str] = {
+    "extract_features": '''def extract_features(backbone, loader, device=None):
+    device = tl_course.get_device(device)
+    backbone.train(False)
+    backbone.to(device)
+    feats, labs = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            feats.append(backbone(x.to(device)).to(device="cpu", dtype=torch.float32))
+            labs.append(torch.as_tensor(y, dtype=torch.int64).cpu())
+    return torch.cat(feats), torch.cat(labs)
+''',
+    "make_cache_dataset": '''def make_cache_dataset(samples, preprocess):
+    # every photo decoded and prepared once: a list of (tensor, label) is a dataset too
+    return [(preprocess(tl_course.load_rgb(f)), int(y)) for f, y in zip(samples.files, samples.labels)]
+''',
+    "save_load": '''def save_features(path, features, labels):
+    torch.save((features.detach().cpu().clone(), labels.detach().cpu().clone()), path)
+
+
+def load_features(path):
+    features, labels = torch.load(path, weights_only=True)
+    return features, labels
+''',
+    "train_softmax": '''import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def train_softmax(head, train, val, epochs, lr, batch_size=32, device=None):
+    device = tl_course.get_device(device)
+    head.to(device)
+    loader = DataLoader(TensorDataset(*train), batch_size=batch_size, shuffle=True)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    history, best_acc, best_state = [], float("-inf"), None
+    for epoch in range(epochs):
+        head.train()
+        seen, loss_sum = 0, 0.0
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(head(xb.to(device)), yb.to(device))
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss) * len(yb)
+            seen += len(yb)
+        head.eval()
+        with torch.inference_mode():
+            correct = (head(val[0].to(device)).argmax(dim=1).cpu() == val[1].cpu()).sum().item()
+        acc = correct / len(val[1])
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_acc": float(acc)})
+        if acc > best_acc:
+            best_acc = acc
+            best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return history
+''',
+    "train_cat_head": '''def train_cat_head(train, val):
+    torch.manual_seed(2)
+    head = nn.Linear(train.features.shape[-1], 3, bias=True)
+    history = train_softmax(head, (train.features, train.labels), (val.features, val.labels), epochs=25, lr=2e-2,
+                            batch_size=32, device=device)
+    return head, history
+
+
+head, history = train_cat_head(train_fs, val_fs)
+''',
+}
+
+# NumPy for the bookkeeping, a hand-made batch index, the mode restored after extraction; a head with its own
+# Dropout and BatchNorm for the cat detector.
+_ALTERNATIVE_NUMPY: dict[str, str] = {
+    "extract_features": '''import numpy as np
+
+
+def extract_features(backbone, loader, device=None):
+    dev = tl_course.get_device(device)
+    was = backbone.training
+    backbone.eval().to(dev)
+    out, labels = [], []
+    with torch.inference_mode():
+        for images, y in loader:
+            out.append(backbone(images.to(dev)).float().cpu().numpy())
+            labels.extend(np.asarray(y).tolist())
+    backbone.train(was)
+    return torch.from_numpy(np.concatenate(out, axis=0)), torch.tensor(labels, dtype=torch.long)
+''',
+    "make_cache_dataset": '''def make_cache_dataset(samples, preprocess):
+    return ImageDataset(tl_course.Samples(list(samples.files), list(samples.labels), samples.classes), preprocess)
+''',
+    "train_softmax": '''import numpy as np
+
+
+def train_softmax(head, train, val, epochs, lr, batch_size=32, device=None):
+    device = tl_course.get_device(device)
+    head = head.to(device)
+    features, labels = train
+    n = len(labels)
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr * 10, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    history, best, kept = [], -1.0, None
+    epoch = 0
+    while epoch < epochs:
+        epoch += 1
+        head.train()
+        perm = torch.randperm(n)
+        losses, sizes = [], []
+        start = 0
+        while start < n:
+            idx = perm[start:start + batch_size]
+            start += batch_size
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(head(features[idx].to(device)), labels[idx].to(device))
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            sizes.append(len(idx))
+        head.train(False)
+        with torch.no_grad():
+            predicted = head(val[0].to(device)).argmax(1).cpu().numpy()
+        acc = float(np.mean(predicted == val[1].cpu().numpy()))
+        history.append({"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)) if losses else 0.0,
+                        "val_acc": acc})
+        if acc > best:
+            best, kept = acc, copy.deepcopy(head.state_dict())
+    if kept is not None:
+        head.load_state_dict(kept)
+    return history
+''',
+    "train_cat_head": '''def train_cat_head(train, val):
+    seed_everything(3)
+    width = train.features.shape[1]
+    head = nn.Sequential(nn.Dropout(0.2), nn.Linear(width, 3))
+    history = train_softmax(head, (train.features, train.labels), (val.features, val.labels), epochs=30, lr=1e-2,
+                            batch_size=profile.batch_size, device=device)
+    return head, history
+
+
+head, history = train_cat_head(train_fs, val_fs)
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_DATALOADER, _ALTERNATIVE_NUMPY]
+
+# Proven during development (every one loses points; see the grader's session notes), kept out of CI's autograde
+# like EXTRA_MISTAKES above: each train_softmax mistake costs one more autograde, and every class keeps at least two
+# mistakes in CI.
+for _name in ["loop_seeds_torch", "loop_counts_classes_in_the_labels", "loop_never_moves_the_head",
+              "loop_picks_the_latest_of_the_best", "loop_stacks_the_losses"]:
+    EXTRA_MISTAKES[_name] = MISTAKES.pop(_name)
+    EXTRA_MUST_FAIL[_name] = MUST_FAIL.pop(_name)
+    EXTRA_KIND[_name] = KIND.pop(_name)

@@ -203,3 +203,203 @@ def two_phase_finetune(model, train, val, head_epochs, finetune_epochs, lr, back
 EXTRA_MISTAKES: dict[str, dict[str, str]] = {name: MISTAKES.pop(name) for name in ['optimizer_missing_head', 'head_found_by_name', 'phase1_not_frozen']}
 EXTRA_MUST_FAIL: dict[str, list[str]] = {name: MUST_FAIL.pop(name) for name in EXTRA_MISTAKES}
 EXTRA_KIND: dict[str, str] = {name: KIND.pop(name) for name in EXTRA_MISTAKES}
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: every graded function is checked against its whole contract. Each mistake below breaks one line of
+# a docstring contract, at least two per class of mistake that can occur here, in different styles: 1 side
+# effects on what the caller owns, 2 selection discipline, 3 mode mistakes (the networks have BatchNorm and
+# Dropout), 4 generality, 5 device, 6 ties and order, 7 autograd hygiene, 8 the wrong object returned.
+# ---------------------------------------------------------------------------------------------
+_SETUP = _SETUP_HEADER + "    unfreeze(model)\n" + _GROUPS_AND_SCHEDULE
+_SELECT_HEADER = '''def select_epoch(history: list[dict]) -> int:
+    """The epoch to keep."""
+'''
+_OWN_LOOP_VALIDATION = '''        acc = tl_course.evaluate(model, val, device=device).accuracy
+'''
+
+
+def _own_loop(validation: str = _OWN_LOOP_VALIDATION, move_x: str = "x.to(device)") -> str:
+    """The ALTERNATIVE's hand-written two-phase loop with its validation (or one line) swapped."""
+    source = ALTERNATIVE["two_phase_finetune"]
+    for old, new in [("model(x.to(device))", f"model({move_x})"), (_OWN_LOOP_VALIDATION, validation)]:
+        if old == new:
+            continue
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return source
+
+
+def _swap(source: str, old: str, new: str) -> str:
+    """``source`` with the one occurrence of ``old`` replaced (a mistake is the reference with one piece swapped)."""
+    assert source.count(old) == 1, old
+    return source.replace(old, new)
+
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. side effects on what the caller owns
+    "setup_resets_batchnorm_statistics": (1, "how", {"setup_full_finetune": _swap(
+        _SETUP, "    unfreeze(model)\n", '''    unfreeze(model)
+    for m in model.modules():  # fresh statistics for the new data
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+''')}, ["test_everything_trains"]),
+    "setup_reinitialises_the_head": (1, "how", {"setup_full_finetune": _swap(
+        _SETUP, "    unfreeze(model)\n", "    unfreeze(model)\n    get_head(model).reset_parameters()  # start the head afresh\n")},
+        ["test_everything_trains"]),
+    "select_sorts_the_history": (1, "narrow", {"select_epoch": _SELECT_HEADER + '''    history.sort(key=lambda e: e["epoch"])
+    best = history[0]
+    for entry in history[1:]:
+        if entry["val_acc"] > best["val_acc"]:
+            best = entry
+    return best["epoch"]
+'''}, ["test_select_epoch"]),
+    "select_drops_the_test_numbers": (1, "narrow", {"select_epoch": _SELECT_HEADER + '''    for entry in history:
+        entry.pop("test_acc", None)  # so that it cannot influence the choice
+    return max(history, key=lambda e: (e["val_acc"], -e["epoch"]))["epoch"]
+'''}, ["test_select_epoch"]),
+    "two_phase_seeds_everything": (1, "narrow", {"two_phase_finetune": _swap(
+        _two_phase(), "    freeze(model, trainable_stages=1)\n",
+        "    seed_everything(0)  # reproducible\n    freeze(model, trainable_stages=1)\n")}, ["test_two_phase_unfreeze"]),
+    # 2. selection discipline
+    "phase1_without_validation": (2, "leak", {"two_phase_finetune": _swap(
+        _two_phase(), "phase1 = fit(model, train, val, epochs=head_epochs", "phase1 = fit(model, train, epochs=head_epochs")},
+        ["test_two_phase_unfreeze"]),
+    "phase2_without_validation": (2, "leak", {"two_phase_finetune": _swap(
+        _two_phase(), "phase2 = fit(model, train, val, epochs=finetune_epochs", "phase2 = fit(model, train, epochs=finetune_epochs")},
+        ["test_two_phase_unfreeze"]),
+    "select_on_train_accuracy": (2, "leak", {"select_epoch": _SELECT_HEADER + '''    return max(history, key=lambda e: (e.get("train_acc", 0), e["val_acc"]))["epoch"]
+'''}, ["test_select_epoch"]),
+    "select_on_val_plus_test": (2, "leak", {"select_epoch": _SELECT_HEADER + '''    scores = {e["epoch"]: e["val_acc"] + e["test_acc"] for e in history}  # all the evidence
+    return max(sorted(scores), key=lambda epoch: scores[epoch])
+'''}, ["test_select_epoch"]),
+    # 3. mode mistakes: the networks have BatchNorm and Dropout
+    "own_loop_validates_in_train_mode": (3, "how", {"two_phase_finetune": _own_loop('''        right = 0
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(val, batch_size=64):
+                right += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+        acc = right / len(val)
+''')}, ["test_two_phase_head_first", "test_two_phase_unfreeze"]),
+    "own_loop_accuracy_helper_without_eval": (3, "how", {"two_phase_finetune": "@torch.no_grad()\n"
+        "def _accuracy(model, data, device):\n"
+        "    x, y = zip(*[data[i] for i in range(len(data))])\n"
+        "    return (model(torch.stack(x).to(device)).argmax(1).cpu() == torch.tensor(y)).float().mean().item()\n\n\n"
+        + _own_loop("        acc = _accuracy(model, val, device)\n")}, ["test_two_phase_head_first", "test_two_phase_unfreeze"]),
+    # 4. generality
+    "schedule_over_epochs_only": (4, "narrow", {"setup_full_finetune": _swap(
+        _SETUP, "T_max=max(1, epochs * steps_per_epoch)", "T_max=epochs")}, ["test_learning_rates"]),
+    "select_assumes_epoch_order": (4, "narrow", {"select_epoch": _SELECT_HEADER + '''    accuracies = [e["val_acc"] for e in history]
+    return history[0]["epoch"] + accuracies.index(max(accuracies))
+'''}, ["test_select_epoch"]),
+    # 5. device
+    "phase1_fit_without_device": (5, "narrow", {"two_phase_finetune": _swap(
+        _two_phase(), "phase1 = fit(model, train, val, epochs=head_epochs, lr=lr, batch_size=batch_size, device=device,",
+        "phase1 = fit(model, train, val, epochs=head_epochs, lr=lr, batch_size=batch_size,")},
+        ["test_two_phase_unfreeze"]),
+    "own_loop_leaves_batches_on_the_cpu": (5, "narrow", {"two_phase_finetune": _own_loop(move_x="x")},
+                                           ["test_two_phase_unfreeze"]),
+    # 6. ties and order
+    "select_first_in_list_order": (6, "how", {"select_epoch": _SELECT_HEADER + '''    return max(history, key=lambda e: e["val_acc"])["epoch"]
+'''}, ["test_select_epoch"]),
+    "select_keeps_the_latest_tie": (6, "how", {"select_epoch": _SELECT_HEADER + '''    best_epoch, best_acc = None, -1.0
+    for entry in sorted(history, key=lambda e: e["epoch"]):
+        if entry["val_acc"] >= best_acc:
+            best_epoch, best_acc = entry["epoch"], entry["val_acc"]
+    return best_epoch
+'''}, ["test_select_epoch"]),
+    # 7. autograd hygiene
+    "own_loop_validates_with_gradients": (7, "how", {"two_phase_finetune": _own_loop('''        model.eval()
+        right = 0
+        for x, y in torch.utils.data.DataLoader(val, batch_size=64):
+            right += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+        acc = right / len(val)
+''')}, ["test_two_phase_unfreeze"]),
+    "own_loop_detaches_validation": (7, "how", {"two_phase_finetune": _own_loop('''        model.eval()
+        pairs = [(model(x.to(device)).detach().cpu(), y) for x, y in torch.utils.data.DataLoader(val, batch_size=8)]
+        acc = (torch.cat([p for p, _ in pairs]).argmax(1) == torch.cat([y for _, y in pairs])).float().mean().item()
+''')}, ["test_two_phase_unfreeze"]),
+    # 8. the wrong object returned
+    "setup_returns_scheduler_first": (8, "narrow", {"setup_full_finetune": _swap(
+        _SETUP, "    return optimizer, scheduler\n", "    return scheduler, optimizer\n")},
+        ["test_everything_trains", "test_learning_rates", "test_two_phase_head_first", "test_two_phase_unfreeze"]),
+    "select_returns_the_entry": (8, "narrow", {"select_epoch": _SELECT_HEADER + '''    return max(history, key=lambda e: (e["val_acc"], -e["epoch"]))  # the best epoch's record
+'''}, ["test_select_epoch"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# requires_grad_ by hand, the head's group first, LinearLR; fit for both phases
+# with keyword arguments; numpy for the selection.
+_ALTERNATIVE_BY_HAND: dict[str, str] = {
+    "setup_full_finetune": '''def setup_full_finetune(model, lr, backbone_factor, epochs, steps_per_epoch):
+    tl_course.unfreeze(model)  # the modes: every layer follows model.train() again
+    for p in model.parameters():
+        p.requires_grad_(True)
+    head = get_head(model)
+    in_head = {id(p) for p in head.parameters()}
+    optimizer = torch.optim.AdamW([
+        {"params": list(head.parameters()), "lr": lr},
+        {"params": [p for p in model.parameters() if id(p) not in in_head], "lr": lr * backbone_factor},
+    ])
+    total = max(1, epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.01, total_iters=total)
+    return optimizer, scheduler
+''',
+    "two_phase_finetune": '''def two_phase_finetune(model, train, val, head_epochs, finetune_epochs, lr, backbone_factor=0.1, batch_size=32,
+                       device=None):
+    tl_course.freeze(model, trainable_stages=1)
+    head_only = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    first = fit(model, train=train, val=val, epochs=head_epochs, optimizer=head_only, batch_size=batch_size,
+                device=device, progress=False)
+    steps = -(-len(train) // batch_size)
+    optimizer, scheduler = setup_full_finetune(model, lr=lr / 3, backbone_factor=backbone_factor,
+                                               epochs=finetune_epochs, steps_per_epoch=steps)
+    second = fit(model, train=train, val=val, epochs=finetune_epochs, optimizer=optimizer, batch_size=batch_size,
+                 device=device, progress=False)
+    return first, second
+''',
+    "select_epoch": '''import numpy as np
+
+
+def select_epoch(history):
+    epochs = np.array([e["epoch"] for e in history])
+    accs = np.array([e["val_acc"] for e in history])
+    return int(epochs[accs == accs.max()].min())
+''',
+}
+
+# a hand-written loop that validates in eval mode without gradients by hand; StepLR-free ExponentialLR; a
+# selection by sorting a copy.
+_ALTERNATIVE_OWN_VALIDATION: dict[str, str] = {
+    "setup_full_finetune": '''def setup_full_finetune(model, lr, backbone_factor, epochs, steps_per_epoch):
+    unfreeze(model)
+    head_names = {f"{name}." for name, m in model.named_modules() if m is get_head(model)}
+    head, rest = [], []
+    for name, p in model.named_parameters():
+        (head if any(name.startswith(h) for h in head_names) else rest).append(p)
+    optimizer = torch.optim.Adam([{"params": rest, "lr": lr * backbone_factor}, {"params": head}], lr=lr)
+    steps = max(1, epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.01 ** (1 / steps))
+    return optimizer, scheduler
+''',
+    "two_phase_finetune": ALTERNATIVE["two_phase_finetune"].replace(_OWN_LOOP_VALIDATION, '''        model.eval()
+        right = 0
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(val, batch_size=64):
+                right += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+        acc = right / len(val)
+'''),
+    "select_epoch": '''def select_epoch(history):
+    ranked = sorted(history, key=lambda e: (-e["val_acc"], e["epoch"]))
+    return ranked[0]["epoch"]
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_BY_HAND, _ALTERNATIVE_OWN_VALIDATION]
