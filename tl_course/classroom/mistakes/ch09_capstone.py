@@ -410,3 +410,15 @@ _ALTERNATIVE_COUNTDOWN: dict[str, str] = {
 
 #: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
 ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_MIN, _ALTERNATIVE_COUNTDOWN]
+
+# run_pipeline's own contract on the grader's 3-class folder (added after the rest: same classes as above)
+NEW_MISTAKES.update({
+    "pipeline_seeds_everything": (1, "narrow", {"run_pipeline": _swap(
+        _pipeline(), "    splits = image_folder_splits(", "    tl_course.seed_everything(0)  # reproducible\n"
+        "    splits = image_folder_splits(")}, ["test_pipeline_shape"]),
+    "pipeline_head_for_two_classes": (4, "narrow", {"run_pipeline": _pipeline(classes="2")},
+                                      ["test_pipeline_shape"]),
+})
+for _name in ("pipeline_seeds_everything", "pipeline_head_for_two_classes"):
+    _cls, _kind, _cells, _fails = NEW_MISTAKES[_name]
+    MISTAKES[_name], MUST_FAIL[_name], KIND[_name], CLASS[_name] = _cells, _fails, _kind, _cls
