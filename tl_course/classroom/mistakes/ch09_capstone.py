@@ -177,7 +177,7 @@ def load_model(path, num_classes, name="efficientnet_lite0"):
     model.eval()
     try:
         with torch.inference_mode():
-            logits = model(torch.stack([preprocess(load_rgb(Path(path)))]))
+            logits = model(torch.stack([preprocess(load_rgb(Path(path)))]).to(next(model.parameters()).device))
     finally:
         model.train(was_training)
     probs = logits.softmax(-1).squeeze(0)
