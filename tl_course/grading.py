@@ -53,7 +53,8 @@ __all__ = ["held_out_samples", "held_out_dataset", "split_sizes", "reachable_per
            "traced", "code_of", "FORBIDDEN_HEAD", "FORBIDDEN_FREEZE", "SEEDING", "bn_modes", "bn_in_train_mode",
            "snapshot", "changed", "moved", "fail", "attempt", "check", "SpyDataset", "rng_states", "CallerState",
            "shares_state", "devices_of", "device_probe", "grad_modes", "head_with_dropout_and_bn", "FirstPassBest", "toy_model",
-           "toy_data"]
+           "toy_data", "record_forwards", "ValueState", "image_folder", "tree_state",
+           "output_is_head_output"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,3 +887,157 @@ def check(condition: Any, what: str, where: str = "") -> None:
     """:func:`fail` unless ``condition`` is true."""
     if not condition:
         fail(what, where)
+
+
+# --- sweeps and pipelines (ch08, ch09) ---
+def record_forwards(module: nn.Module) -> list[dict[str, Any]]:
+    """Attach a forward hook to ``module`` (for its lifetime) and return the list it fills, one dict per forward:
+    ``training`` (the module's mode), ``grad`` (``torch.is_grad_enabled()``) and ``devices`` (of the inputs).
+    For modules the grader builds and hands over (a probe that ``fit_probe`` returns, a head), where a
+    :class:`grad_modes` block cannot reach: "measure it in eval mode, without gradients" checked at each call.
+
+    >>> probe = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    >>> log = record_forwards(probe)
+    >>> _ = probe(torch.zeros(1, 2))
+    >>> with torch.no_grad():
+    ...     _ = probe.eval()(torch.zeros(1, 2))
+    >>> [(r["training"], r["grad"], r["devices"]) for r in log]
+    [(True, True, ['cpu']), (False, False, ['cpu'])]
+    """
+    log: list[dict[str, Any]] = []
+    module.register_forward_hook(lambda m, inputs, output: log.append(
+        {"training": bool(m.training), "grad": torch.is_grad_enabled(), "devices": sorted(devices_of(inputs))}))
+    return log
+
+
+def _copy_value(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copy_value(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy_value(v) for v in obj) if isinstance(obj, list) else tuple(_copy_value(v) for v in obj)
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return obj.copy()
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _copy_value(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    return obj
+
+
+def _first_difference(before, now, path: str) -> str | None:
+    if isinstance(before, dict) and not hasattr(now, "__dataclass_fields__"):
+        if not isinstance(now, dict) or set(before) != set(now):
+            return f"{path} (its keys)"
+        for k in before:
+            found = _first_difference(before[k], now[k], f"{path}[{k!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(before, dict):  # a dataclass (FeatureSet, ...) copied as a dict of its fields
+        for k, v in before.items():
+            found = _first_difference(v, getattr(now, k, None), f"{path}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(before, (list, tuple)) and not isinstance(before, torch.Tensor):
+        if not isinstance(now, (list, tuple)) or len(before) != len(now):
+            return path
+        for i, (a, b) in enumerate(zip(before, now)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if _same(before, now) else path
+
+
+@dataclass
+class ValueState:
+    """A deep copy of the values a caller hands over (dicts, lists, tuples, tensors, NumPy arrays, dataclasses
+    such as a ``FeatureSet``), by name; :meth:`changes` names the first value changed in place since, e.g.
+    ``"train[9].features"``. The contract "leave the caller's lists, dicts and feature sets as they are".
+
+    >>> table, cuts = {9: torch.zeros(2)}, [8, 4]
+    >>> state = ValueState.of(table=table, cuts=cuts)
+    >>> cuts.sort(); table[9] += 1
+    >>> state.changes()
+    ['table[9]', 'cuts[0]']
+    """
+
+    objects: dict[str, Any]
+    copies: dict[str, Any]
+
+    @classmethod
+    def of(cls, **objects: Any) -> "ValueState":
+        return cls(dict(objects), {name: _copy_value(obj) for name, obj in objects.items()})
+
+    def changes(self) -> list[str]:
+        """The first changed place of every object that changed, in the order given to :meth:`of`."""
+        out = []
+        for name, obj in self.objects.items():
+            found = _first_difference(self.copies[name], obj, name)
+            if found:
+                out.append(found)
+        return out
+
+
+def image_folder(root: Path, layout: Mapping[str, Mapping[str, Iterable[Path]]]) -> Path:
+    """Build ``root/<split>/<class>/<photo>`` (torchvision's ImageFolder layout) from existing photos, copied:
+    a folder of the grader's own (other class names, another number of classes) for a function that takes a
+    folder. ``layout``: ``{split: {class name: photo paths}}``. Returns ``root``.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     Image.new("RGB", (4, 4)).save(Path(tmp) / "x.jpg")
+    ...     root = image_folder(Path(tmp) / "photos", {"train": {"wasps": [Path(tmp) / "x.jpg"]}})
+    ...     sorted(str(p.relative_to(root)) for p in root.rglob("*.jpg"))
+    ['train/wasps/0_x.jpg']
+    """
+    import shutil
+
+    for split, classes in layout.items():
+        for name, photos in classes.items():
+            folder = Path(root) / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, photo in enumerate(photos):
+                shutil.copyfile(photo, folder / f"{i}_{Path(photo).name}")
+    return Path(root)
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, modification time in ns)}`` of every file under ``root``: compare before and
+    after a call to see files written, changed or deleted in a folder the caller handed over.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     before = tree_state(Path(tmp))
+    ...     _ = (Path(tmp) / "model.pt").write_bytes(b"x")
+    ...     sorted(set(tree_state(Path(tmp))) - set(before))
+    ['model.pt']
+    """
+    root = Path(root)
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def output_is_head_output(model: nn.Module, head: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``model(x)`` is exactly what ``head`` outputs in that forward (in eval mode, without gradients;
+    every module's mode restored): no Softmax, ReLU or other layer after the logits.
+
+    >>> head = nn.Linear(4, 3)
+    >>> output_is_head_output(nn.Sequential(nn.Flatten(), head), head, torch.randn(2, 4))
+    True
+    >>> output_is_head_output(nn.Sequential(head, nn.Softmax(dim=1)), head, torch.randn(2, 4))
+    False
+    """
+    seen: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda m, i, o: seen.append(o))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    finally:
+        handle.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return bool(seen) and isinstance(out, torch.Tensor) and out.shape == seen[-1].shape and torch.equal(out, seen[-1])

@@ -228,3 +228,227 @@ def what_to_report() -> str:
     return " b"
 ''',
 }
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: every graded function is checked against its whole contract. Each mistake below breaks one line
+# of a docstring / exercise contract, at least two styles per class that can occur here: 1 side effects on what
+# the caller owns, 2 selection discipline, 3 a probe other than one Linear (mode mistakes), 4 generality,
+# 6 ties and order, 7 autograd hygiene, 8 the wrong object returned. Class 5 (device) cannot occur: no function
+# takes a device or moves a tensor; the probe and the features both come from the caller.
+# Most new mistakes sit in best_cut: they share a graded submission with a sweep mistake (grouping.py).
+# ---------------------------------------------------------------------------------------------
+_FIRST_PER_CLASS = '''def first_per_class(labels, n):
+    """Indices of the first ``n`` rows of every class (label value) in ``labels``; labels left unchanged."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}.")
+    labels = torch.as_tensor(labels)
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        rows = torch.nonzero(labels == c).flatten()
+        if len(rows) < n:
+            raise ValueError(f"Class {c} has only {len(rows)} rows, fewer than n = {n}.")
+        chosen.append(rows[:n])
+    if not chosen:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat(chosen).sort().values
+'''
+
+_SWEEP = '''def sweep(train, val, sizes, cuts, fit_probe):
+    """Validation accuracy of a probe per (training size, cut): an array (len(sizes), len(cuts))."""
+    table = np.zeros((len(sizes), len(cuts)))
+    for j, cut in enumerate(cuts):
+        x, y = train[cut].features, train[cut].labels
+        num_classes = int(y.max()) + 1
+        for i, n in enumerate(sizes):
+            rows = first_per_class(y, n)
+            probe = fit_probe(x[rows], y[rows], num_classes)
+            probe.eval()
+            with torch.no_grad():
+                predicted = probe(val[cut].features).argmax(1)
+            table[i, j] = float((predicted == val[cut].labels).float().mean())
+    return table
+'''
+
+_REPORT = '''n = max(SIZES)
+chosen_cut = best_cut(val_acc, SIZES, CUTS)[n]
+rows = first_per_class(train[chosen_cut].labels, n)
+probe = fit_probe(train[chosen_cut].features[rows], train[chosen_cut].labels[rows], NUM_CLASSES)
+test_accuracy = accuracy(probe, test[chosen_cut])
+'''
+
+
+def _swap(source: str, old: str, new: str) -> str:
+    """``source`` with ``old`` (which must occur exactly once) replaced by ``new``."""
+    if source.count(old) != 1:
+        raise ValueError(f"{old!r} occurs {source.count(old)} times")
+    return source.replace(old, new)
+
+
+def _best_cut(body: str) -> str:
+    return 'def best_cut(val_acc, sizes, cuts) -> dict:\n    """{size: the best cut on validation}."""\n' + body
+
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. side effects on what the caller owns
+    "sweep_seeds_the_global_generator": (1, "narrow", {"sweep": _swap(
+        _SWEEP, "            probe = fit_probe(", "            torch.manual_seed(0)  # every probe starts alike\n"
+        "            probe = fit_probe(")}, ["test_sweep"]),
+    "best_cut_subtracts_the_row_max_in_place": (1, "narrow", {"best_cut": _best_cut('''    val_acc = np.asarray(val_acc, dtype=float)
+    val_acc -= val_acc.max(axis=1, keepdims=True)   # 0 marks the best of each row
+    return {n: max(c for c, gap in zip(cuts, row) if gap == 0) for n, row in zip(sizes, val_acc)}
+''')}, ["test_best_cut"]),
+    "best_cut_rounds_the_callers_lists": (1, "narrow", {"best_cut": _best_cut('''    table = val_acc.tolist() if hasattr(val_acc, "tolist") else val_acc
+    for row in table:
+        for j, a in enumerate(row):
+            row[j] = round(a, 3)  # 0.1 + 0.2 != 0.3: compare at a tile's precision
+    return {n: max(c for c, a in zip(cuts, row) if a == max(row)) for n, row in zip(sizes, table)}
+''')}, ["test_best_cut"]),
+    # 2. selection discipline: the number reported belongs to the configuration chosen for it
+    "report_test_of_the_top_cut": (2, "leak", {"report": _swap(
+        _REPORT, "test_accuracy = accuracy(probe, test[chosen_cut])", '''top_rows = first_per_class(train[9].labels, n)  # the deployed model reads the top features
+top_probe = fit_probe(train[9].features[top_rows], train[9].labels[top_rows], NUM_CLASSES)
+test_accuracy = accuracy(top_probe, test[9])''')}, ["test_report"]),
+    "report_choice_from_the_first_row": (2, "leak", {"report": _swap(
+        _REPORT, "chosen_cut = best_cut(val_acc, SIZES, CUTS)[n]", "chosen_cut = best_cut(val_acc, SIZES, CUTS)[SIZES[0]]")},
+        ["test_report"]),
+    # 3. a probe other than one Linear: measured in train mode
+    "sweep_never_calls_eval": (3, "how", {"sweep": _swap(_SWEEP, "            probe.eval()\n", "")}, ["test_sweep"]),
+    "sweep_eval_without_parentheses": (3, "how", {"sweep": _swap(_SWEEP, "            probe.eval()\n",
+                                                                  "            probe.eval\n")}, ["test_sweep"]),
+    # 4. generality
+    "first_per_class_classes_from_range": (4, "narrow", {"first_per_class": _swap(
+        _FIRST_PER_CLASS, "for c in torch.unique(labels).tolist():", "for c in range(int(labels.max()) + 1):")},
+        ["test_first_per_class"]),
+    "best_cut_assumes_an_array": (4, "narrow", {"best_cut": _best_cut('''    best = val_acc.max(axis=1) if isinstance(val_acc, np.ndarray) else val_acc.max(dim=1).values
+    return {n: max(c for c, a in zip(cuts, row.tolist()) if a == float(top))
+            for n, row, top in zip(sizes, val_acc, best)}
+''')}, ["test_best_cut"]),
+    # 6. ties and order
+    "best_cut_ties_to_the_last_column": (6, "narrow", {"best_cut": _best_cut('''    best = {}
+    for n, row in zip(sizes, np.asarray(val_acc, dtype=float).tolist()):
+        by_accuracy = {a: c for c, a in zip(cuts, row)}  # a later column overwrites an equal accuracy
+        best[n] = by_accuracy[max(by_accuracy)]
+    return best
+''')}, ["test_best_cut"]),
+    "best_cut_argmax_of_the_reversed_row": (6, "narrow", {"best_cut": _best_cut('''    table = np.asarray(val_acc, dtype=float)
+    return {n: cuts[len(cuts) - 1 - int(np.argmax(row[::-1]))] for n, row in zip(sizes, table)}  # last = highest
+''')}, ["test_best_cut"]),
+    # 7. autograd hygiene
+    "sweep_measures_with_gradients": (7, "how", {"sweep": _swap(_SWEEP, '''            with torch.no_grad():
+                predicted = probe(val[cut].features).argmax(1)''', '''            predicted = probe(val[cut].features).argmax(1)  # argmax has no gradient anyway''')},
+        ["test_sweep"]),
+    "sweep_detaches_the_logits": (7, "how", {"sweep": _swap(_SWEEP, '''            with torch.no_grad():
+                predicted = probe(val[cut].features).argmax(1)''', '''            logits = probe(val[cut].features).detach()
+            predicted = logits.argmax(1)''')}, ["test_sweep"]),
+    # 8. the wrong object returned
+    "best_cut_returns_column_numbers": (8, "how", {"best_cut": _best_cut('''    table = np.asarray(val_acc, dtype=float)
+    return {n: max(j for j in range(len(cuts)) if row[j] == row.max()) for n, row in zip(sizes, table)}
+''')}, ["test_best_cut"]),
+    "report_chosen_cut_is_the_dict": (8, "how", {"report": '''n = max(SIZES)
+chosen_cut = best_cut(val_acc, SIZES, CUTS)
+rows = first_per_class(train[chosen_cut[n]].labels, n)
+probe = fit_probe(train[chosen_cut[n]].features[rows], train[chosen_cut[n]].labels[rows], NUM_CLASSES)
+test_accuracy = accuracy(probe, test[chosen_cut[n]])
+'''}, ["test_report"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# A dict of counters and the notebook's own accuracy(); max over (accuracy, cut) pairs; the report with accuracy().
+_ALTERNATIVE_COUNTERS: dict[str, str] = {
+    "first_per_class": '''from collections import defaultdict
+
+def first_per_class(labels, n):
+    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    if n < 0:
+        raise ValueError(f"n = {n} is negative")
+    seen, picked = defaultdict(int), []
+    for row, c in enumerate(values):
+        if seen[c] < n:
+            picked.append(row)
+        seen[c] += 1
+    for c, count in seen.items():
+        if count < n:
+            raise ValueError(f"class {c} has {count} rows, not {n}")
+    return torch.tensor(picked, dtype=torch.long)
+''',
+    "sweep": '''def sweep(train, val, sizes, cuts, fit_probe):
+    rows_out = []
+    for n in sizes:
+        row_out = []
+        for cut in cuts:
+            labels = train[cut].labels
+            idx = first_per_class(labels, n)
+            probe = fit_probe(train[cut].features[idx], labels[idx], int(labels.max()) + 1)
+            row_out.append(accuracy(probe, val[cut]))
+        rows_out.append(row_out)
+    return np.array(rows_out)
+''',
+    "best_cut": '''def best_cut(val_acc, sizes, cuts) -> dict:
+    rows = np.asarray(val_acc, dtype=float).tolist()
+    return {size: max(zip(row, cuts))[1] for size, row in zip(sizes, rows)}
+''',
+    "report": '''largest = max(SIZES)
+choice = best_cut(val_acc, SIZES, CUTS)
+chosen_cut = choice[largest]
+keep = first_per_class(train[chosen_cut].labels, largest)
+final = fit_probe(train[chosen_cut].features[keep], train[chosen_cut].labels[keep], NUM_CLASSES)
+test_accuracy = accuracy(final, test[chosen_cut])
+''',
+}
+
+# NumPy ranks within each class; an explicit train(False) and inference mode; a sort on (accuracy, cut).
+_ALTERNATIVE_RANKS: dict[str, str] = {
+    "first_per_class": '''def first_per_class(labels, n):
+    y = np.array(labels).reshape(-1)
+    if n < 0:
+        raise ValueError("n must not be negative")
+    values, counts = np.unique(y, return_counts=True)
+    if len(values) and counts.min() < n:
+        raise ValueError(f"class {values[counts.argmin()]} has only {counts.min()} rows")
+    order = np.argsort(y, kind="stable")              # rows grouped by class, data order kept inside a class
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[order] = np.arange(len(y)) - starts
+    return np.flatnonzero(rank < n)
+''',
+    "sweep": '''def sweep(train, val, sizes, cuts, fit_probe):
+    out = np.empty((len(sizes), len(cuts)))
+    for i, n in enumerate(sizes):
+        for j, cut in enumerate(cuts):
+            tr, va = train[cut], val[cut]
+            rows = torch.as_tensor(first_per_class(tr.labels, n))
+            probe = fit_probe(tr.features[rows], tr.labels[rows], int(tr.labels.max().item()) + 1)
+            probe.train(False)
+            with torch.inference_mode():
+                hits = (probe(va.features).argmax(-1) == va.labels).sum().item()
+            out[i, j] = hits / len(va.labels)
+    return out
+''',
+    "best_cut": '''def best_cut(val_acc, sizes, cuts) -> dict:
+    table = torch.as_tensor(np.asarray(val_acc, dtype=float))
+    result = {}
+    for i, size in enumerate(sizes):
+        row = table[i].tolist()
+        j = sorted(range(len(cuts)), key=lambda k: (row[k], cuts[k]))[-1]
+        result[size] = cuts[j]
+    return result
+''',
+    "questions": '''def regime() -> str:
+    return "c"
+
+
+def what_to_report() -> str:
+    return "B "
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_COUNTERS, _ALTERNATIVE_RANKS]

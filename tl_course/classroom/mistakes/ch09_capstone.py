@@ -177,7 +177,7 @@ def load_model(path, num_classes, name="efficientnet_lite0"):
     model.eval()
     try:
         with torch.inference_mode():
-            logits = model(torch.stack([preprocess(load_rgb(Path(path)))]))
+            logits = model(torch.stack([preprocess(load_rgb(Path(path)))]).to(next(model.parameters()).device))
     finally:
         model.train(was_training)
     probs = logits.softmax(-1).squeeze(0)
@@ -201,3 +201,224 @@ def load_model(path, num_classes, name="efficientnet_lite0"):
     return " b "
 ''',
 }
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: every graded function is checked against its whole contract. Each mistake below breaks one line
+# of a docstring / exercise contract, two styles per class: 1 side effects on what the caller owns, 2 selection
+# discipline, 3 heads other than one Linear, 4 generality, 5 device, 7 autograd hygiene, 8 the wrong object
+# returned. Class 6 (ties): choose_k's tie rule is stated and checked (smaller k, candidates given as (2, 1)),
+# but the grader's 8 validation photos do not tie, so no tie-breaking mistake can be proven to lose points.
+# ---------------------------------------------------------------------------------------------
+def _predict(body: str) -> str:
+    """A predict_photo that restores every layer's mode, with ``body`` as its forward pass (x -> probabilities)."""
+    return _PREDICT_HEADER + '''    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    device = next(model.parameters()).device
+''' + body + '''    for m, mode in modes.items():
+        m.training = mode
+    return classes[int(probabilities.argmax())], probabilities
+'''
+
+
+_FORWARD = '''    x = preprocess(load_rgb(path)).unsqueeze(0).to(device)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(x), dim=1)[0].cpu()
+'''
+
+
+def _swap(source: str, old: str, new: str) -> str:
+    """``source`` with ``old`` (which must occur exactly once) replaced by ``new``."""
+    if source.count(old) != 1:
+        raise ValueError(f"{old!r} occurs {source.count(old)} times")
+    return source.replace(old, new)
+
+
+_SAVE = '''def save_model(model, path):
+    torch.save(model.state_dict(), path)
+
+
+'''
+
+NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
+    # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
+    # 1. side effects on what the caller owns
+    "choose_k_seeds_everything": (1, "narrow", {"choose_k": _choose(
+        copy_line="        tl_course.seed_everything(0)  # the same start for every k\n"
+                  "        m = replace_head(copy.deepcopy(model), len(splits.classes))\n")}, ["test_choose_k"]),
+    "choose_k_puts_the_callers_model_in_eval": (1, "narrow", {"choose_k": _swap(
+        _choose(), "    accuracies = {}\n", "    model.eval()  # a frozen network extracts features in eval mode\n"
+        "    accuracies = {}\n")}, ["test_choose_k"]),
+    "predict_leaves_the_model_in_eval": (1, "narrow", {"predict_photo": _PREDICT_HEADER + '''    model.eval()
+    device = next(model.parameters()).device
+''' + _FORWARD + '''    return classes[int(probabilities.argmax())], probabilities
+'''}, ["test_predict_photo"]),
+    # 2. selection discipline: the number recorded is the validation accuracy of the weights kept
+    "choose_k_records_training_accuracy": (2, "how", {"choose_k": _swap(
+        _choose(), "accuracies[k] = history.best_val_acc",
+        'accuracies[k] = max(e["train_acc"] for e in history.epochs)')}, ["test_choose_k"]),
+    "pipeline_fit_without_validation": (2, "leak", {"run_pipeline": _swap(_swap(
+        _pipeline(), 'feats["train"], feats["val"], test=', 'feats["train"], test='),
+        '"val_accuracy": history.best_val_acc',
+        '"val_accuracy": tl_course.evaluate(top_stages(model), feats["val"], device=device).accuracy')},
+        ["test_selected_on_val"]),
+    # 3. heads other than one Linear
+    "predict_only_batchnorm_to_eval": (3, "how", {"predict_photo": _PREDICT_HEADER + '''    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    flags = [m.training for m in norms]
+    for m in norms:
+        m.eval()  # BatchNorm is what eval mode changes
+    device = next(model.parameters()).device
+''' + _FORWARD + '''    for m, flag in zip(norms, flags):
+        m.train(flag)
+    return classes[int(probabilities.argmax())], probabilities
+'''}, ["test_predict_photo"]),
+    "pipeline_softmax_after_the_head": (3, "how", {"run_pipeline": _pipeline(
+        classes="len(splits.classes))\n    model.classifier = torch.nn.Sequential(model.classifier, torch.nn.Softmax(dim=1)"
+    )}, ["test_pipeline_shape"]),
+    # 4. generality
+    "load_model_hard_codes_two_classes": (4, "narrow", {"save_load_model": _SAVE + '''def load_model(path, num_classes, name="efficientnet_lite0"):
+    model = replace_head(load_random_init(name).model, 2)  # ants, bees
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+'''}, ["test_save_load_model"]),
+    "save_model_assumes_a_path_object": (4, "narrow", {"save_load_model": '''def save_model(model, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+
+
+def load_model(path, num_classes, name="efficientnet_lite0"):
+    model = replace_head(load_random_init(name).model, num_classes)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+'''}, ["test_save_load_model"]),
+    # 5. device
+    "predict_photo_left_on_the_cpu": (5, "narrow", {"predict_photo": _predict(
+        _FORWARD.replace(".unsqueeze(0).to(device)", ".unsqueeze(0)"))}, ["test_predict_photo"]),
+    "choose_k_ignores_device": (5, "narrow", {"choose_k": _choose().replace(", device=device", "")},
+                                ["test_choose_k"]),
+    # 7. autograd hygiene
+    "predict_detaches_after_the_forward": (7, "how", {"predict_photo": _predict('''    logits = model(preprocess(load_rgb(path)).unsqueeze(0).to(device))
+    probabilities = torch.softmax(logits, dim=1)[0].detach().cpu()
+''')}, ["test_predict_photo"]),
+    "predict_no_grad_only_around_the_softmax": (7, "how", {"predict_photo": _predict('''    logits = model(preprocess(load_rgb(path)).unsqueeze(0).to(device))
+    with torch.no_grad():
+        probabilities = torch.softmax(logits, dim=1)[0].cpu()
+''')}, ["test_predict_photo"]),
+    # 8. the wrong object returned
+    "pipeline_returns_the_training_transform": (8, "how", {"run_pipeline": _swap(
+        _pipeline(), '"preprocess": preprocess,', '"preprocess": train_transform(preprocess),').replace(
+        _HEADER, "from tl_course.data import train_transform\n\n" + _HEADER)}, ["test_pipeline_shape"]),
+    "pipeline_returns_the_top_as_model": (8, "how", {"run_pipeline": _swap(
+        _pipeline(), '"model": model,', '"model": top_stages(model),')}, ["test_pipeline_shape"]),
+}
+
+for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
+    MISTAKES[_name] = _cells
+    MUST_FAIL[_name] = _fails
+    KIND[_name] = _kind
+
+#: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
+CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+
+# Dict comprehensions and min() over (-accuracy, k); os.fspath and train(False); per-layer flags restored in finally.
+_ALTERNATIVE_MIN: dict[str, str] = {
+    "choose_k": '''def choose_k(model, splits, preprocess, candidates=(1, 2), epochs=20, device=None):
+    scores = {}
+    n_classes = len(splits.classes)
+    for k in candidates:
+        net = copy.deepcopy(model)
+        replace_head(net, n_classes)
+        freeze(net, trainable_stages=k)
+        cut = len(stages(net)) - k
+        feats = {name: cached_features(net, getattr(splits, name), preprocess, cut=cut, device=device, progress=False)
+                 for name in ("train", "val")}
+        run = fit(top_stages(net, cut), feats["train"], feats["val"], epochs=epochs, lr=1e-2, device=device,
+                  progress=False)
+        scores[k] = run.best_val_acc
+    return min(scores, key=lambda k: (-scores[k], k)), scores
+''',
+    "save_load_model": '''def save_model(model, path):
+    torch.save(dict(model.state_dict()), os.fspath(path))
+
+
+def load_model(path, num_classes, name="efficientnet_lite0"):
+    net = replace_head(load_random_init(name).model, num_classes)
+    net.load_state_dict(torch.load(Path(path), weights_only=True, map_location="cpu"))
+    return net.train(False)
+''',
+    "predict_photo": '''def predict_photo(model, preprocess, path, classes):
+    flags = [(m, m.training) for m in model.modules()]
+    model.train(False)
+    try:
+        x = preprocess(load_rgb(str(path)))[None].to(next(model.parameters()).device)
+        with torch.no_grad():
+            p = torch.nn.functional.softmax(model(x)[0], dim=0).cpu()
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    return str(classes[int(torch.argmax(p))]), p
+''',
+    "q_capstone": '''def q_capstone():
+    return "b"
+''',
+}
+
+# A loop from the largest k down with >= (the smaller k wins a tie); inference mode; the Pretrained fields by name.
+_ALTERNATIVE_COUNTDOWN: dict[str, str] = {
+    "choose_k": '''def choose_k(model, splits, preprocess, candidates=(1, 2), epochs=20, device=None):
+    accuracies, best_k = {}, None
+    for k in sorted(candidates, reverse=True):
+        m = copy.deepcopy(model)
+        m = replace_head(m, len(splits.classes))
+        freeze(m, trainable_stages=k)
+        cut = len(stages(m)) - k
+        tr = cached_features(m, splits.train, preprocess, cut=cut, device=device, progress=False)
+        va = cached_features(m, splits.val, preprocess, cut=cut, device=device, progress=False)
+        accuracies[k] = fit(top_stages(m, cut), tr, va, epochs=epochs, lr=0.01, device=device,
+                            progress=False).best_val_acc
+        if best_k is None or accuracies[k] >= accuracies[best_k]:
+            best_k = k
+    return best_k, accuracies
+''',
+    "predict_photo": '''def predict_photo(model, preprocess, path, classes):
+    was_training = {name: m.training for name, m in model.named_modules()}
+    model.eval()
+    device = next(iter(model.parameters())).device
+    with torch.inference_mode():
+        logits = model(preprocess(load_rgb(path)).unsqueeze(0).to(device))
+    probabilities = torch.softmax(logits.float(), dim=-1).reshape(-1).to("cpu").clone()
+    for name, m in model.named_modules():
+        m.training = was_training[name]
+    return classes[probabilities.argmax().item()], probabilities
+''',
+    "run_pipeline": '''def run_pipeline(root, device=None) -> dict:
+    splits = image_folder_splits(root, train_per_class=profile.train_per_class)
+    pretrained = load_pretrained(image_size=profile.image_size)
+    net = pretrained.model
+    replace_head(net, len(splits.classes))
+    freeze(net, trainable_stages=1)
+    cached = {}
+    for part in ("train", "val", "test"):
+        cached[part] = cached_features(net, getattr(splits, part), pretrained.preprocess, device=device,
+                                       progress=False)
+    history = fit(top_stages(net), cached["train"], cached["val"], test=cached["test"],
+                  epochs=profile.head_epochs, lr=0.01, batch_size=profile.batch_size, device=device, progress=False)
+    out = {"model": net, "preprocess": pretrained.preprocess, "history": history, "classes": tuple(splits.classes)}
+    out.update(accuracy=history.test.accuracy, val_accuracy=history.best_val_acc)
+    return out
+''',
+}
+
+#: every correct alternative (ALTERNATIVE first); each filled notebook must score full marks
+ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_MIN, _ALTERNATIVE_COUNTDOWN]
+
+# run_pipeline's own contract on the grader's 3-class folder (added after the rest: same classes as above)
+NEW_MISTAKES.update({
+    "pipeline_seeds_everything": (1, "narrow", {"run_pipeline": _swap(
+        _pipeline(), "    splits = image_folder_splits(", "    tl_course.seed_everything(0)  # reproducible\n"
+        "    splits = image_folder_splits(")}, ["test_pipeline_shape"]),
+    "pipeline_head_for_two_classes": (4, "narrow", {"run_pipeline": _pipeline(classes="2")},
+                                      ["test_pipeline_shape"]),
+})
+for _name in ("pipeline_seeds_everything", "pipeline_head_for_two_classes"):
+    _cls, _kind, _cells, _fails = NEW_MISTAKES[_name]
+    MISTAKES[_name], MUST_FAIL[_name], KIND[_name], CLASS[_name] = _cells, _fails, _kind, _cls
