@@ -94,7 +94,7 @@ def test_extras_keep_the_book_and_the_classroom_out_of_the_core():
     core = _names(PYPROJECT["project"]["dependencies"])
     extras = {name: _names(reqs) for name, reqs in PYPROJECT["project"]["optional-dependencies"].items()}
     assert {"book", "classroom"} <= set(extras)
-    assert {"jupyter-book", "matplotlib"} <= extras["book"]
+    assert "jupyter-book" in extras["book"] and "matplotlib" in core  # the notebooks draw: matplotlib is core
     assert {"nbgrader", "dask", "psycopg", "psutil"} <= extras["classroom"]
     assert not core & (extras["book"] | extras["classroom"]), core & (extras["book"] | extras["classroom"])
     requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
