@@ -159,9 +159,8 @@ def fit_sentence(train_acc: float, test_acc: float, n_train: int) -> str:
         return (f"{head}: the network has learnt its {n_train} training photos nearly by heart, and what it learnt "
                 "does not carry over to new photos.")
     if train_acc < 0.7:
-        return (f"{head}: in this budget the network has not even fitted its own {n_train} training photos, so it "
-                "is under-trained as well as short of data; more epochs or a tuned learning rate would raise the "
-                "training accuracy first, and with so few photos mostly by memorising them.")
+        return (f"{head}: in this budget the network has not even fitted its own {n_train} training photos, so the "
+                "test accuracy above measures a short schedule as much as a lack of data.")
     return (f"{head}, {100 * (train_acc - test_acc):+.1f} points above the test accuracy: it fits its "
             f"{n_train} training photos better than new ones.")
 
