@@ -12,7 +12,7 @@ import tl_course.features as features_module
 from tl_course import freezing
 from tl_course.data import eurosat_splits
 from tl_course.book.experiments import (RunResult, Setup, SweepPlan, best_k_by_val, check_grid, choose_by_val,
-                                   cut_features, epochs_for, first_per_class, html_table, linear_probe,
+                                   epochs_for, first_per_class, html_table, linear_probe,
                                    split_features, summarise, sweep, sweep_cuts, sweep_plan, train_head,
                                    train_top_k, warm_cache)
 from tl_course.cache import cached_features
