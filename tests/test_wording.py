@@ -26,6 +26,7 @@ def test_ch07_52_s_and_13_s_do_not_cost_about_the_same():
     text = wording.cost_comparison(52, 13, "the pretrained run", "the scratch run")
     assert "about the same" not in text and "4 times" in text and "(52 s and 13 s)" in text
     assert "about the same" in wording.cost_comparison(13, 12, "a", "b")
+    assert "about the same" not in wording.cost_comparison(107, 142, "a", "b")  # 25 % less is not the same
 
 
 def test_ch07_a_fine_tune_that_fell_from_87_4_is_not_already_at_79():

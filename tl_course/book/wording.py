@@ -106,13 +106,16 @@ def gain_sentence(gain: float, noise: float, what: str, over: str) -> str:
 
 
 def ratio_phrase(a: float, b: float) -> str:
-    """How many times ``b`` fits in ``a``, in words: "about as long as", "about twice as long as",
-    "about 4 times as long as", "about half as long as", "a fraction of" (under a third).
+    """How ``a`` compares with ``b`` as a duration, in words that fit "took ___ the other": "about as long as"
+    (within 25 %), "about twice as long as", "about 4 times as long as", "about three quarters as long as",
+    "about half as long as", "a small fraction of" (under a third).
 
     >>> ratio_phrase(52, 13), ratio_phrase(2.1, 1.0), ratio_phrase(1.1, 1.0)
     ('about 4 times as long as', 'about twice as long as', 'about as long as')
     >>> ratio_phrase(0.5, 1.0), ratio_phrase(0.05, 1.0), ratio_phrase(2.6, 1.0)
     ('about half as long as', 'a small fraction of', 'about 3 times as long as')
+    >>> ratio_phrase(107, 142), ratio_phrase(1.5, 1.0)
+    ('about three quarters as long as', 'about one and a half times as long as')
     """
     a, b = _fraction("a", a), _fraction("b", b)
     if a < 0 or b <= 0:
@@ -120,17 +123,20 @@ def ratio_phrase(a: float, b: float) -> str:
     r = a / b
     if r < 1 / 3:
         return "a small fraction of"
-    if r < 0.75:
-        return "about half as long as"
-    if r < 1.4:
+    if r < 0.8:
+        words = {0.5: "half", 2 / 3: "two thirds", 0.75: "three quarters"}
+        return f"about {words[min(words, key=lambda f: abs(f - r))]} as long as"
+    if r <= 1.25:
         return "about as long as"
+    if r < 1.75:
+        return "about one and a half times as long as"
     if r < 2.5:
         return "about twice as long as"
     return f"about {round(r)} times as long as"
 
 
 def cost_comparison(a_seconds: float, b_seconds: float, a_name: str, b_name: str) -> str:
-    """A sentence comparing two wall times; "cost about the same" only within 40 %.
+    """A sentence comparing two wall times; "cost about the same" only within 25 %.
 
     >>> cost_comparison(52, 13, "the pretrained run", "the scratch run")
     'the pretrained run took about 4 times as long as the scratch run (52 s and 13 s)'
