@@ -215,19 +215,25 @@ def depth_trend(best: Mapping[int, int]) -> str:
 
 
 def more_on(a: float, b: float, a_name: str, b_name: str, noise: float) -> str:
-    """Which of two gains is bigger, in words ("more on X than on Y", "about as much on X as on Y" only within
-    ``noise``), with both gains.
+    """Which of two gains is bigger, in words, with both gains: "more on X (...) than on Y (...)", or "less";
+    "as much" only when they are equal to the printed digit. When the difference is within ``noise`` the
+    sentence says so, instead of calling two different numbers equal.
 
     >>> more_on(0.021, 0.047, "the near domain", "the far one", noise=0.01)
     'less on the near domain (+2.1 points) than on the far one (+4.7 points)'
-    >>> more_on(0.021, 0.025, "the near domain", "the far one", noise=0.01)
-    'about as much on the near domain (+2.1 points) as on the far one (+2.5 points)'
+    >>> more_on(0.018, 0.049, "the far domain", "the near one", noise=0.05)
+    'less on the far domain (+1.8 points) than on the near one (+4.9 points), a difference within the noise (5.0 points)'
+    >>> more_on(0.0, 0.0, "the far domain", "the near one", noise=0.03)
+    'as much on the far domain (+0.0 points) as on the near one (+0.0 points)'
     """
-    word = compare(a, b, noise)
+    a, b = _fraction("a", a), _fraction("b", b)
     pa, pb = points(a), points(b)
-    if word == "about the same as":
-        return f"about as much on {a_name} ({pa}) as on {b_name} ({pb})"
-    return f"{'more' if word == 'higher than' else 'less'} on {a_name} ({pa}) than on {b_name} ({pb})"
+    if pa == pb:
+        return f"as much on {a_name} ({pa}) as on {b_name} ({pb})"
+    text = f"{'more' if a > b else 'less'} on {a_name} ({pa}) than on {b_name} ({pb})"
+    if abs(a - b) <= noise:
+        text += f", a difference within the noise ({points(noise, False)})"
+    return text
 
 
 def simplest_within(scores: Mapping[int, float], tolerance: float) -> int:
