@@ -11,8 +11,9 @@ from torch import nn
 import tl_course.features as features_module
 from tl_course import freezing
 from tl_course.data import eurosat_splits
-from tl_course.book.experiments import (Setup, SweepPlan, best_k_by_val, cut_features, epochs_for, first_per_class, html_table,
-                                   linear_probe, split_features, summarise, sweep, sweep_cuts, train_head,
+from tl_course.book.experiments import (RunResult, Setup, SweepPlan, best_k_by_val, check_grid, choose_by_val,
+                                   epochs_for, first_per_class, html_table, linear_probe,
+                                   split_features, summarise, sweep, sweep_cuts, sweep_plan, train_head,
                                    train_top_k, warm_cache)
 from tl_course.cache import cached_features
 from tl_course.features import extract_features
@@ -148,6 +149,61 @@ def test_sweep_rows_and_equal_budget_per_row(setup, feats):
         deep = [r for r in rows if r["size"] == size and r["k"] >= 2]
         assert len({r["steps"] for r in deep}) == 1  # every k >= 2 of a row gets the same budget
     assert set(rows[0]) >= {"size", "k", "seed", "val_acc", "test_acc", "seconds"}
+
+
+def test_sweep_tries_every_rate_of_the_grid_and_keeps_the_validation_best(setup, feats, monkeypatch):
+    import tl_course.book.experiments as ex
+
+    tried = []
+    real_head, real_top = ex.train_head, ex.train_top_k
+
+    def spy_head(*args, **kwargs):
+        tried.append(("head", kwargs["lr"]))
+        run = real_head(*args, **kwargs)
+        # the validation accuracy rises with the rate, the test accuracy falls: validation must decide
+        run.val_acc, run.test_acc = kwargs["lr"], 1 - kwargs["lr"]
+        return run
+
+    def spy_top(*args, **kwargs):
+        tried.append(("top", kwargs["lr"]))
+        run = real_top(*args, **kwargs)
+        run.val_acc, run.test_acc = -kwargs["lr"], kwargs["lr"]  # the smallest rate wins on validation
+        return run
+
+    monkeypatch.setattr(ex, "train_head", spy_head)
+    monkeypatch.setattr(ex, "train_top_k", spy_top)
+    plan = SweepPlan(steps=2, head_steps=4, head_epochs=15, batch_size=8, min_epochs=1, max_epochs=1,
+                     head_lrs=(0.001, 0.003, 0.01), lrs=(0.0003, 0.001, 0.003))
+    rows = sweep(setup.model, feats, sizes=(2,), ks=(1, 2), seeds=(0,), plan=plan)
+    assert tried == [("head", 0.001), ("head", 0.003), ("head", 0.01),
+                     ("top", 0.0003), ("top", 0.001), ("top", 0.003)]
+    head_row, top_row = rows
+    assert head_row["lr"] == 0.01 and head_row["test_acc"] == pytest.approx(0.99)  # validation-best, not test-best
+    assert top_row["lr"] == 0.0003 and top_row["lr_at_edge"] and head_row["lr_at_edge"]
+    assert len(top_row["curve"]) == top_row["epochs"]
+
+
+def test_choose_by_val_never_looks_at_test_and_breaks_ties_by_grid_order():
+    runs = [RunResult(2, 0, val_acc=v, test_acc=t, seconds=1.0, epochs=3, best_epoch=1, steps=3, lr=lr)
+            for lr, v, t in ((1e-4, 0.80, 0.99), (1e-3, 0.85, 0.10), (1e-2, 0.85, 0.50))]
+    assert choose_by_val(runs).lr == 1e-3
+    with pytest.raises(ValueError, match="at least one"):
+        choose_by_val([])
+
+
+def test_grids_are_checked_and_each_profile_has_one():
+    from tl_course.profiles import get_profile
+
+    with pytest.raises(ValueError, match="ascending"):
+        SweepPlan(lrs=(1e-2, 1e-3))
+    with pytest.raises(ValueError, match="ascending"):
+        check_grid((0.0, 1e-3))
+    for name in ("cpu", "gpu"):
+        plan = sweep_plan(get_profile(name))
+        for grid in (plan.head_grid, plan.grid):
+            assert len(grid) == 3 and grid[-1] / grid[0] == pytest.approx(10)  # 3 rates spanning 10x
+        assert plan.head_grid[0] <= 1e-3 and plan.head_grid[-1] <= 1e-2  # centred lower than 1e-2
+    assert len(sweep_plan(get_profile("ci")).grid) == 1  # ci: one rate, said on the page
 
 
 def test_summarise_and_best_k_choose_on_validation_only():

@@ -45,6 +45,12 @@ class Profile:
     #: EuroSAT tiles per class for chapter 7's runs through the *whole* network (scratch, full
     #: fine-tune): forward and backward on every tile, so CI stops well below ``eurosat_sizes``.
     eurosat_full_sizes: tuple[int, ...] = (10, 50)
+    #: chapter 8's protocol (:func:`tl_course.book.experiments.sweep_plan`): the learning rates tried per cell,
+    #: chosen on validation. ci tries one of each (the centre of the cpu grids), to stay fast.
+    sweep_head_lrs: tuple[float, ...] = (3e-3,)
+    sweep_lrs: tuple[float, ...] = (1e-3,)
+    sweep_steps: int = 100  #: optimizer steps of every k >= 2 run (after the warm start)
+    sweep_max_epochs: int = 15
 
 
 #: The three profiles by name (read-only).
@@ -56,13 +62,16 @@ PROFILES: Mapping[str, Profile] = MappingProxyType({
     "cpu": Profile("cpu", image_size=224, train_per_class=40, val_per_class=20, test_per_class=50,
                    head_epochs=100, finetune_epochs=5, batch_size=32, num_workers=2,
                    eurosat_sizes=(10, 50, 250, 500), sweep_ks=(1, 2, 3, 4), sweep_seeds=3,
-                   eurosat_full_sizes=(10, 50, 250)),
+                   eurosat_full_sizes=(10, 50, 250), sweep_head_lrs=(1e-3, 3e-3, 1e-2),
+                   sweep_lrs=(3e-4, 1e-3, 3e-3), sweep_steps=300, sweep_max_epochs=40),
     # A GPU (Colab): full size.
     "gpu": Profile("gpu", image_size=224, train_per_class=100, val_per_class=30, test_per_class=70,
                    head_epochs=200, finetune_epochs=15, batch_size=64, num_workers=4,
                    pets_sizes=(5, 20, 50, 116), eurosat_sizes=(10, 50, 250, 880),
                    eurosat_val_per_class=20,  # 880 + 20 + 100 = all 1,000 tiles of a class
-                   sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3, eurosat_full_sizes=(10, 50, 250, 880)),
+                   sweep_ks=(1, 2, 3, 4, 5, 6), sweep_seeds=3, eurosat_full_sizes=(10, 50, 250, 880),
+                   sweep_head_lrs=(1e-3, 3e-3, 1e-2), sweep_lrs=(3e-4, 1e-3, 3e-3), sweep_steps=500,
+                   sweep_max_epochs=60),
 })
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -64,6 +64,9 @@ __all__ = [
     "linear_probe",
     "probe_curve",
     "SweepPlan",
+    "choose_by_val",
+    "check_grid",
+    "sweep_plan",
     "sweep",
     "summarise",
     "best_k_by_val",
@@ -289,6 +292,8 @@ class RunResult:
     best_epoch: int
     steps: int  #: optimizer steps of the top-k phase (of the head for k = 1)
     head_state: dict | None = None  #: the trained head's weights (what k >= 2 starts from)
+    curve: tuple[float, ...] = ()  #: validation accuracy after every epoch (the learning curve)
+    lr: float = float("nan")  #: the learning rate it trained with
 
 
 def _pair(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,7 +331,7 @@ def train_head(model: nn.Module, train, val, test=None, *, epochs: int = 60, lr:
     state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     return RunResult(1, seed, float(h.best_val_acc), float(h.test.accuracy) if h.test else float("nan"),
                      h.seconds, len(h.epochs), int(h.best_epoch), len(h.epochs) * math.ceil(len(train[1]) / batch_size),
-                     state)
+                     state, tuple(float(e["val_acc"]) for e in h.epochs), float(lr))
 
 
 def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None, *, epochs: int = 10,
@@ -364,7 +369,8 @@ def train_top_k(model: nn.Module, k: int, head: RunResult, train, val, test=None
             options=TrainOptions(pretrained_lr_factor=pretrained_lr_factor, seed=seed))
     return RunResult(k, seed, float(h.best_val_acc), float(h.test.accuracy) if h.test else float("nan"),
                      head.seconds + h.seconds, len(h.epochs), int(h.best_epoch),
-                     len(h.epochs) * math.ceil(len(train[1]) / batch_size))
+                     len(h.epochs) * math.ceil(len(train[1]) / batch_size), None,
+                     tuple(float(e["val_acc"]) for e in h.epochs), float(lr))
 
 
 def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -436,6 +442,48 @@ def probe_curve(pooled: dict[int, dict[str, FeatureSet]], n_per_class: int | Non
     return rows
 
 
+def check_grid(grid: Sequence[float], name: str = "grid") -> tuple[float, ...]:
+    """A learning-rate grid as a tuple, after checking it: positive finite numbers, strictly ascending.
+
+    >>> check_grid((1e-3, 3e-3, 1e-2))
+    (0.001, 0.003, 0.01)
+    >>> check_grid((1e-2, 1e-3), "lrs")
+    Traceback (most recent call last):
+    ...
+    ValueError: lrs must be positive learning rates in ascending order, got (0.01, 0.001).
+    """
+    grid = tuple(grid)
+    ok = (len(grid) >= 1 and all(isinstance(g, (int, float)) and not isinstance(g, bool) and math.isfinite(g)
+                                 and g > 0 for g in grid)
+          and all(a < b for a, b in zip(grid, grid[1:])))
+    if not ok:
+        raise ValueError(f"{name} must be positive learning rates in ascending order, got {grid!r}.")
+    return tuple(float(g) for g in grid)
+
+
+def choose_by_val(runs: Sequence[RunResult]) -> RunResult:
+    """The run with the highest *validation* accuracy (its best epoch); on a tie the first in grid order
+    (the smallest learning rate). Test accuracy plays no part: a run that is better on test but worse on
+    validation is not chosen.
+
+    >>> a = RunResult(2, 0, val_acc=0.80, test_acc=0.95, seconds=1, epochs=5, best_epoch=3, steps=50, lr=1e-4)
+    >>> b = RunResult(2, 0, val_acc=0.84, test_acc=0.70, seconds=1, epochs=5, best_epoch=4, steps=50, lr=1e-3)
+    >>> choose_by_val([a, b]).lr
+    0.001
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("choose_by_val needs at least one run.")
+    for r in runs:
+        if math.isnan(float(r.val_acc)):
+            raise ValueError(f"a run with lr={r.lr} has no validation accuracy (NaN): it cannot be ranked.")
+    best = runs[0]
+    for r in runs[1:]:
+        if round(float(r.val_acc), 10) > round(float(best.val_acc), 10):
+            best = r
+    return best
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     """The budget of a :func:`sweep`: how long each run trains and how fast it learns.
@@ -463,10 +511,37 @@ class SweepPlan:
     head_batch_size: int = 32
     min_epochs: int = 5  #: of the top-k runs
     max_epochs: int = 20  #: of the top-k runs
+    #: learning rates the head is tried with (the one with the best validation accuracy is kept); empty:
+    #: ``(head_lr,)``
+    head_lrs: tuple[float, ...] = ()
+    #: learning rates every k >= 2 run is tried with, chosen per cell on validation; empty: ``(lr,)``
+    lrs: tuple[float, ...] = ()
+
+    @property
+    def head_grid(self) -> tuple[float, ...]:
+        """The head's learning rates: ``head_lrs``, or ``(head_lr,)``."""
+        return tuple(self.head_lrs) or (self.head_lr,)
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The learning rates of the k >= 2 runs: ``lrs``, or ``(lr,)``."""
+        return tuple(self.lrs) or (self.lr,)
+
+    def settings(self) -> dict:
+        """Everything that decides a sweep's numbers, as plain values (what an archived run must match).
+
+        >>> SweepPlan(head_lrs=(1e-3, 1e-2)).settings()["head_lrs"], SweepPlan().settings()["lrs"]
+        ([0.001, 0.01], [0.001])
+        """
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["head_lrs"], out["lrs"] = list(self.head_grid), list(self.grid)
+        return out
 
     def __post_init__(self) -> None:
         if self.bn not in ("train", "frozen"):
             raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}.")
+        check_grid(self.head_grid, "head_lrs")
+        check_grid(self.grid, "lrs")
         for name in ("steps", "head_steps", "head_epochs", "batch_size", "head_batch_size", "min_epochs",
                      "max_epochs"):
             value = getattr(self, name)
@@ -476,14 +551,39 @@ class SweepPlan:
             raise ValueError(f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs}).")
 
 
+def sweep_plan(profile: Profile | None = None) -> SweepPlan:
+    """Chapter 8's protocol for a profile: the head trained 1000 steps (at most 60 epochs) at each rate of
+    ``profile.sweep_head_lrs``, every k >= 2 run ``profile.sweep_steps`` steps (at most
+    ``profile.sweep_max_epochs`` epochs) at each rate of ``profile.sweep_lrs``, BatchNorm trained; the rate and
+    the epoch chosen on validation. The archive (:mod:`tl_course.book.archive`) records ``.settings()`` and
+    refuses a file whose settings differ from the current ones.
+
+    >>> sweep_plan(get_profile("cpu")).lrs, sweep_plan(get_profile("ci")).grid
+    ((0.0003, 0.001, 0.003), (0.001,))
+    """
+    profile = profile or get_profile()
+    return SweepPlan(head_steps=1000, head_epochs=60, head_lr=profile.sweep_head_lrs[0],
+                     head_lrs=tuple(profile.sweep_head_lrs), steps=profile.sweep_steps,
+                     max_epochs=profile.sweep_max_epochs, lr=profile.sweep_lrs[0], lrs=tuple(profile.sweep_lrs),
+                     bn="train")
+
+
 def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int], seeds: Sequence[int] = (0,), *,
           plan: SweepPlan | None = None, device: str | torch.device | None = None,
           on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Training-set size x trainable stages x seed, on cached activations (``feats`` from
     :func:`split_features` with ``cuts=sweep_cuts(model, ks)``), with the budget of ``plan``
-    (:class:`SweepPlan`, default ``SweepPlan()``). Returns a tidy table, one dict per run:
-    ``size, k, seed, val_acc, test_acc, seconds, epochs, best_epoch, steps``. ``on_row`` sees each row as it
-    is made (progress printing).
+    (:class:`SweepPlan`, default ``SweepPlan()``). Returns a tidy table, one dict per
+    cell and seed: ``size, k, seed, val_acc, test_acc, seconds, epochs, best_epoch, steps, lr, lr_at_edge,
+    curve``.
+
+    The protocol: per (size, seed) the head is trained with every rate of ``plan.head_grid`` and the one with
+    the best validation accuracy is kept (:func:`choose_by_val`): the ``k = 1`` cell and the warm start of
+    every deeper run; per (size, seed, k >= 2) every rate of ``plan.grid`` is tried from that head, and again
+    validation chooses. Every run keeps its best validation epoch (early stopping on validation). ``lr`` is the
+    chosen rate, ``lr_at_edge`` whether it sat at an end of a grid of several (widen the grid if often),
+    ``curve`` the chosen run's validation accuracy per epoch, ``seconds`` the cell's whole search (the head's
+    included). ``on_row`` sees each row as it is made (progress printing).
 
     >>> import torch
     >>> from torch import nn
@@ -506,23 +606,29 @@ def sweep(model: nn.Module, feats: dict, sizes: Sequence[int], ks: Sequence[int]
             head_train = first_per_class(final["train"], size)
             epochs = epochs_for(len(head_train[1]), plan.head_batch_size, plan.head_steps, min(15, plan.head_epochs),
                                 plan.head_epochs)
-            head = train_head(model, head_train, final["val"], final["test"], epochs=epochs, lr=plan.head_lr,
-                              batch_size=plan.head_batch_size, seed=seed, device=device)
+            heads = [train_head(model, head_train, final["val"], final["test"], epochs=epochs, lr=lr,
+                                batch_size=plan.head_batch_size, seed=seed, device=device) for lr in plan.head_grid]
+            head = choose_by_val(heads)
+            head_seconds = sum(h.seconds for h in heads)  # the search is part of the price
             for k in ks:
                 if k == 1:
-                    run = head
+                    run, grid, seconds = head, plan.head_grid, head_seconds
                 else:
                     fs = feats["cut"][n - k]
                     train = first_per_class(fs["train"], size)
                     # Small sets: smaller batches, so that an epoch has at least 4 steps.
                     bs = min(plan.batch_size, max(8, math.ceil(len(train[1]) / 4)))
                     epochs = epochs_for(len(train[1]), bs, plan.steps, plan.min_epochs, plan.max_epochs)
-                    run = train_top_k(model, k, head, train, fs["val"], fs["test"], epochs=epochs, lr=plan.lr,
-                                      pretrained_lr_factor=plan.pretrained_lr_factor, bn=plan.bn, batch_size=bs,
-                                      seed=seed, device=device)
+                    tried = [train_top_k(model, k, head, train, fs["val"], fs["test"], epochs=epochs, lr=lr,
+                                         pretrained_lr_factor=plan.pretrained_lr_factor, bn=plan.bn, batch_size=bs,
+                                         seed=seed, device=device) for lr in plan.grid]
+                    run, grid = choose_by_val(tried), plan.grid
+                    seconds = head_seconds + sum(r.seconds - head.seconds for r in tried)
                 row = {"size": size, "k": k, "seed": seed, "val_acc": run.val_acc, "test_acc": run.test_acc,
-                       "seconds": run.seconds, "epochs": run.epochs, "best_epoch": run.best_epoch,
-                       "steps": run.steps}
+                       "seconds": seconds, "epochs": run.epochs, "best_epoch": run.best_epoch,
+                       "steps": run.steps, "lr": run.lr,
+                       "lr_at_edge": len(grid) > 1 and run.lr in (grid[0], grid[-1]),
+                       "curve": list(run.curve)}
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)

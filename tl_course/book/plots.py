@@ -359,10 +359,12 @@ def plot_confusion(confusion: Any, classes: Sequence[str], ax: Axes | None = Non
 
 def plot_heatmap(values: Any, row_labels: Sequence, col_labels: Sequence, xlabel: str, ylabel: str,
                  title: str | None = None, fmt: str = "{:.2f}", ax: Axes | None = None,
-                 cmap: str | matplotlib.colors.Colormap = "viridis") -> Figure:
+                 cmap: str | matplotlib.colors.Colormap = "viridis",
+                 limits: tuple[float, float] | None = None) -> Figure:
     """A 2-D sweep as a heat map with ``fmt.format(value)`` in every cell and a colour bar; NaN cells are grey.
 
-    ``fmt`` is applied to Python floats (use ``"{:.0f}"`` for whole numbers).
+    ``fmt`` is applied to Python floats (use ``"{:.0f}"`` for whole numbers). ``limits = (low, high)`` fixes the
+    colour scale (give two heat maps the same limits to compare their colours); default: this map's own range.
 
     >>> acc = [[0.61, 0.58, 0.55], [0.72, 0.74, 0.70], [0.85, 0.88, float("nan")]]
     >>> fig = plot_heatmap(acc, row_labels=[2, 5, 20], col_labels=[1, 2, 3], xlabel="trainable stages",
@@ -375,6 +377,10 @@ def plot_heatmap(values: Any, row_labels: Sequence, col_labels: Sequence, xlabel
         raise ValueError(f"values has shape {v.shape} for {len(row_labels)} rows x {len(col_labels)} columns.")
     finite = v[np.isfinite(v)]
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    if limits is not None:
+        vmin, vmax = (float(x) for x in limits)
+        if not vmin < vmax:
+            raise ValueError(f"limits must be (low, high) with low < high, got {limits!r}.")
 
     fig = ax.figure if ax is not None else _new_figure(
         (1.5 + 0.9 * len(col_labels) + 1.5, 1.0 + 0.6 * len(row_labels) + 1.0))
@@ -397,20 +403,25 @@ def plot_heatmap(values: Any, row_labels: Sequence, col_labels: Sequence, xlabel
 def plot_sweep_heatmap(mean: Any, row_labels: Sequence, col_labels: Sequence, xlabel: str, ylabel: str,
                        title: str | None = None, spread: Any = None, best: Sequence[int] | None = None,
                        ax: Axes | None = None, fmt: str = "{:.2f}",
-                       cmap: str | matplotlib.colors.Colormap = "viridis") -> Figure:
+                       cmap: str | matplotlib.colors.Colormap = "viridis",
+                       limits: tuple[float, float] | None = None) -> Figure:
     """:func:`plot_heatmap` of a sweep's mean, ``± spread`` under each number when given, and the path of
     the chosen setting: ``best[i]`` is the column chosen in row ``i`` (say, by validation accuracy), drawn as
-    a red line through outlined cells.
+    a red line through outlined cells. ``limits``: the colour scale, shared between maps (see
+    :func:`plot_heatmap`).
 
     >>> test_mean = [[0.70, 0.74, 0.69], [0.80, 0.83, 0.82], [0.88, 0.90, 0.93]]
     >>> test_std = [[0.02, 0.01, 0.03]] * 3
     >>> fig = plot_sweep_heatmap(test_mean, [10, 50, 250], [1, 2, 3], "trainable stages", "tiles per class",
-    ...                          spread=test_std, best=[1, 1, 2])
+    ...                          spread=test_std, best=[1, 1, 2], limits=(0.5, 1.0))
+    >>> fig.axes[0].images[0].get_clim()
+    (0.5, 1.0)
     """
     from matplotlib.patches import Rectangle  # local: this section is appended to the module
 
     m = _to_numpy(mean).astype(np.float64)
-    fig = plot_heatmap(m, row_labels, col_labels, xlabel, ylabel, title=title, fmt=fmt, ax=ax, cmap=cmap)
+    fig = plot_heatmap(m, row_labels, col_labels, xlabel, ylabel, title=title, fmt=fmt, ax=ax, cmap=cmap,
+                       limits=limits)
     ax = ax if ax is not None else fig.axes[0]
     if spread is not None:
         s = _to_numpy(spread).astype(np.float64)
