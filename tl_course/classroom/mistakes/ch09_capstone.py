@@ -206,8 +206,7 @@ def load_model(path, num_classes, name="efficientnet_lite0"):
 # Issue 16: every graded function is checked against its whole contract. Each mistake below breaks one line
 # of a docstring / exercise contract, two styles per class: 1 side effects on what the caller owns, 2 selection
 # discipline, 3 heads other than one Linear, 4 generality, 5 device, 7 autograd hygiene, 8 the wrong object
-# returned. Class 6 (ties): choose_k's tie rule is stated and checked (smaller k, candidates given as (2, 1)),
-# but the grader's 8 validation photos do not tie, so no tie-breaking mistake can be proven to lose points.
+# returned, and 6 ties and order (at the end of this file).
 # ---------------------------------------------------------------------------------------------
 def _predict(body: str) -> str:
     """A predict_photo that restores every layer's mode, with ``body`` as its forward pass (x -> probabilities)."""
@@ -420,5 +419,17 @@ NEW_MISTAKES.update({
                                       ["test_pipeline_shape"]),
 })
 for _name in ("pipeline_seeds_everything", "pipeline_head_for_two_classes"):
+    _cls, _kind, _cells, _fails = NEW_MISTAKES[_name]
+    MISTAKES[_name], MUST_FAIL[_name], KIND[_name], CLASS[_name] = _cells, _fails, _kind, _cls
+
+# 6. ties and order: the grader seeds the new heads' initialisation, so k = 1 and k = 2 tie on its validation
+# photos; candidates come as (2, 1), so a tie broken by the order of candidates picks 2, not the smaller k.
+NEW_MISTAKES.update({
+    "choose_k_tie_to_the_first_candidate": (6, "narrow", {"choose_k": _choose(
+        best="max(candidates, key=accuracies.get)")}, ["test_choose_k"]),
+    "choose_k_argmax_in_candidate_order": (6, "narrow", {"choose_k": _choose(
+        best="list(candidates)[int(torch.tensor([accuracies[k] for k in candidates]).argmax())]")}, ["test_choose_k"]),
+})
+for _name in ("choose_k_tie_to_the_first_candidate", "choose_k_argmax_in_candidate_order"):
     _cls, _kind, _cells, _fails = NEW_MISTAKES[_name]
     MISTAKES[_name], MUST_FAIL[_name], KIND[_name], CLASS[_name] = _cells, _fails, _kind, _cls
