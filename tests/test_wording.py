@@ -69,6 +69,7 @@ def test_depth_trend_reads_a_table_of_best_depths():
     assert wording.depth_trend({10: 1, 50: 2, 250: 3}) == "grows with the data"
     assert wording.depth_trend({250: 1, 10: 1}) == "stays at 1 at every size"
     assert wording.depth_trend({10: 2, 50: 1, 250: 3}) == "does not grow steadily with the data"
+    assert "every size" not in wording.depth_trend({10: 4})  # one size is not a trend
 
 
 def test_gains_carry_their_sign_and_the_noise_decides_the_verb():

@@ -201,10 +201,15 @@ def depth_trend(best: Mapping[int, int]) -> str:
     ('grows with the data', 'shrinks with the data')
     >>> depth_trend({5: 1, 20: 1, 100: 1}), depth_trend({10: 1, 50: 3, 250: 2})
     ('stays at 1 at every size', 'does not grow steadily with the data')
+    >>> depth_trend({10: 4})
+    'is 4 at the one size measured (no trend to read)'
+
     """
     if not best:
         raise ValueError("best is empty: there is no depth to read a trend from.")
     depths = [best[n] for n in sorted(best)]
+    if len(depths) == 1:
+        return f"is {depths[0]} at the one size measured (no trend to read)"
     if len(set(depths)) == 1:
         return f"stays at {depths[0]} at every size"
     if all(a <= b for a, b in zip(depths, depths[1:])):
