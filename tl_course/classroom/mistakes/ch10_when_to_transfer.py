@@ -247,6 +247,9 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     # Measures with gradients on, then detaches.
     "curve_measures_with_gradients": (7, "how", {"data_curve": _curve(
         measure="predicted = probe(x_val).detach().argmax(1)\n")}, ["test_data_curve"]),
+    # The PyTorch tutorial's `_, preds = torch.max(outputs, 1)`, with no torch.no_grad() around the forward.
+    "curve_measures_like_the_tutorial": (7, "how", {"data_curve": _curve(
+        measure="outputs = probe(x_val)\n_, predicted = torch.max(outputs, 1)\n")}, ["test_data_curve"]),
     # 8. the wrong object returned
     # Returns a shortened name: "fine-tune everything" is not one of STRATEGIES.
     "strategy_short_name": (8, "narrow", {"choose_strategy": _strategy(
