@@ -37,6 +37,7 @@ from .grouping import load_catalogue
 from .jobs import default_workers
 from .notebooks import fill_submission
 from .release import ROOT
+from .release import assignments as course_assignments
 
 __all__ = ["DEFAULT_ASSIGNMENTS", "CACHE_ASSIGNMENT", "Planned", "build_class", "check_scores", "projection",
            "bench"]
@@ -250,7 +251,9 @@ def _table(runs, workers, cold, warm, cached_files, cache_wrong, assignments, st
     setup_one = max(0.0, one.seconds - sum(t["seconds"] for t in one.timings.values()) - sum(runs[1][2]))
     cold_s = _mean(t["seconds"] for t in cold.timings.values())
     warm_s = _mean(t["seconds"] for t in warm.timings.values())
-    light, heavy = projection(job_one, record_one), projection(warm_s, record_one)
+    n_course = len(course_assignments())  # the projection is for a whole course: every assignment it has
+    light = projection(job_one, record_one, notebooks=n_course)
+    heavy = projection(warm_s, record_one, notebooks=n_course)
     wrong = runs[1][1] + runs[workers][1] + cache_wrong
     failed = {**one.failed, **many.failed, **cold.failed, **warm.failed,
               **one.errors, **many.errors, **cold.errors, **warm.errors}
@@ -270,7 +273,7 @@ def _table(runs, workers, cold, warm, cached_files, cache_wrong, assignments, st
     rows.append((f"shared feature cache: {CACHE_ASSIGNMENT} reference, empty cache → filled",
                  f"{cold_s:.1f} s → {warm_s:.1f} s", f"saves {cold_s - warm_s:.1f} s per notebook ({saving:.0f} %); "
                  f"{len(cached_files)} cached activation files"))
-    rows.append((f"projected: 300 students × 9 notebooks on 16 cores ({light['workers']} workers × "
+    rows.append((f"projected: 300 students × {n_course} notebooks on 16 cores ({light['workers']} workers × "
                  f"{light['threads']} threads)", f"{light['hours']:.1f}–{heavy['hours']:.1f} h",
                  f"linear, from {job_one:.1f} s per notebook (the class) to {warm_s:.1f} s ({CACHE_ASSIGNMENT[:4]}, "
                  f"cache filled); {workers}-worker speed-up here: {speedup:.2f}×"))
