@@ -26,3 +26,32 @@ reference solution except the mistaken cell(s), and asserts that the total drops
 where a name-level data-flow analysis proves they cannot influence each other's ``MUST_FAIL`` cells
 (:func:`tl_course.classroom.grouping.group_mistakes`): spreading a catalogue over several answer cells makes the run cheaper.
 """
+
+
+def swap(source: str, old: str, new: str) -> str:
+    """``source`` with the one occurrence of ``old`` replaced (a mistake is the reference with one piece swapped).
+
+    >>> swap("x = f(1)", "f(1)", "g(1)")
+    'x = g(1)'
+    >>> swap("f(1) + f(1)", "f(1)", "g(1)")
+    Traceback (most recent call last):
+    ValueError: 'f(1)' occurs 2 times
+    """
+    if source.count(old) != 1:
+        raise ValueError(f"{old!r} occurs {source.count(old)} times")
+    return source.replace(old, new)
+
+
+def add_new_mistakes(new: dict, mistakes: dict, must_fail: dict, kind: dict) -> dict[str, int]:
+    """Add ``NEW_MISTAKES`` (name -> (issue-16 class, KIND, answer cells, MUST_FAIL)) to a catalogue's
+    ``MISTAKES``, ``MUST_FAIL`` and ``KIND``; return its ``CLASS`` (name -> issue-16 class).
+
+    >>> m, f, k = {}, {}, {}
+    >>> add_new_mistakes({"typo": (4, "narrow", {"c": "x = 2"}, ["t"])}, m, f, k), m, f, k
+    ({'typo': 4}, {'typo': {'c': 'x = 2'}}, {'typo': ['t']}, {'typo': 'narrow'})
+    """
+    for name, (_, kind_of, cells, fails) in new.items():
+        mistakes[name] = cells
+        must_fail[name] = fails
+        kind[name] = kind_of
+    return {name: cls for name, (cls, _, _, _) in new.items()}

@@ -3,6 +3,8 @@
 See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes
+
 _HEADER = '''def top_k(model, image, preprocess, categories, k=5, device=None):
     """The k most probable categories of a PIL image: [(name, probability), ...], most probable first."""
 '''
@@ -233,13 +235,8 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         ["test_top_k_eval_mode"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # a context manager that restores the flags; sorted() over (probability, index) pairs
 _ALTERNATIVE_CONTEXT: dict[str, str] = {

@@ -3,6 +3,8 @@
 See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes
+
 _LABEL_HEADER = '''def cat_label(breed):
     """0 for Bengal (Tigger), 1 for Russian_Blue (Misty), 2 for every other breed (neither)."""
 '''
@@ -260,13 +262,8 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         shuffle="        rng.shuffle(pool)\n        pool.sort(key=lambda f: str(f))  # tidy\n")}, ["test_split_seeded"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # numpy's private Generator, per-class dict of lists; cat_label as an if / elif chain
 _ALTERNATIVE_NUMPY: dict[str, str] = {

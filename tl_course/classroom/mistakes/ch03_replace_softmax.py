@@ -1,5 +1,7 @@
 """Classic mistakes for chapter 3 (replace the softmax); format in ``tl_course/classroom/mistakes/__init__.py``."""
 
+from tl_course.classroom.mistakes import add_new_mistakes
+
 _SIGNATURE = '''def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     """Replace the last nn.Linear of `model` by a fresh `num_classes`-way nn.Linear, in place; return `model`."""
 '''
@@ -239,13 +241,8 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
                                   ["test_rest_unchanged"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # reversed(list(named_modules())) and get_submodule; the layer built with factory kwargs; numpy count
 _ALTERNATIVE_REVERSED: dict[str, str] = {

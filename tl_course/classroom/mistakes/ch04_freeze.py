@@ -3,6 +3,8 @@
 See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND and ALTERNATIVE.
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes
+
 _FREEZE_HEADER = '''def freeze_backbone(model: nn.Module) -> nn.Module:
     """Freeze every parameter except the head's; keep the frozen BatchNorm layers in eval mode. Returns model."""
 '''
@@ -323,13 +325,8 @@ import numpy as np
 '''}, ["test_train_head"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # The issue's case: a loop that keeps the *whole* model in eval mode while only the head trains (Dropout off,
 # BatchNorm on its running statistics, as with cached activations), every answer in another style.

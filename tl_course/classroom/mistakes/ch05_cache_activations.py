@@ -5,6 +5,8 @@ must lose points; KIND: mistake -> leak | how | forbidden | narrow; ALTERNATIVE:
 style for every answer cell (must score 100 %).
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes, swap
+
 _EXTRACT_HEADER = '''def extract_features(backbone, loader, device=None):
     """Features of every image in ``loader`` as ``(features, labels)``: float32 and int64 CPU tensors."""
 '''
@@ -342,82 +344,76 @@ _EXTRACT = _EXTRACT_HEADER + '''    device = tl_course.get_device(device)
 _SOFTMAX = _loop()
 
 
-def _swap(source: str, old: str, new: str) -> str:
-    """``source`` with the one occurrence of ``old`` replaced (a mistake is the reference with one piece swapped)."""
-    assert source.count(old) == 1, old
-    return source.replace(old, new)
-
-
 NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
     # 1. side effects on what the caller owns
-    "extract_freezes_the_backbone": (1, "narrow", {"extract_features": _swap(
+    "extract_freezes_the_backbone": (1, "narrow", {"extract_features": swap(
         _EXTRACT, "    backbone.to(device).eval()\n",
         "    backbone.to(device).eval()\n    backbone.requires_grad_(False)  # frozen while we extract\n")},
         ["test_extract_features"]),
-    "extract_keeps_eval_with_an_override": (1, "narrow", {"extract_features": _swap(
+    "extract_keeps_eval_with_an_override": (1, "narrow", {"extract_features": swap(
         _EXTRACT, "    backbone.to(device).eval()\n",
         "    backbone.to(device).eval()\n    backbone.train = lambda mode=True: backbone  # nobody switches it back\n")},
         ["test_extract_features"]),
-    "loop_shuffles_with_seeded_numpy": (1, "narrow", {"train_softmax": "import numpy as np\n\n\n" + _swap(
+    "loop_shuffles_with_seeded_numpy": (1, "narrow", {"train_softmax": "import numpy as np\n\n\n" + swap(
         _SOFTMAX, "        order = torch.randperm(len(y))\n",
         "        np.random.seed(epoch)  # reproducible shuffles\n        order = torch.from_numpy(np.random.permutation(len(y)))\n")},
         ["test_train_softmax_loop"]),
-    "loop_seeds_torch": (1, "narrow", {"train_softmax": _swap(
+    "loop_seeds_torch": (1, "narrow", {"train_softmax": swap(
         _SOFTMAX, "    x, y = train\n", "    x, y = train\n    torch.manual_seed(0)\n")}, ["test_train_softmax_loop"]),
     # 2. selection discipline
-    "loop_keeps_the_live_state_dict": (2, "how", {"train_softmax": _swap(
+    "loop_keeps_the_live_state_dict": (2, "how", {"train_softmax": swap(
         _SOFTMAX, "copy.deepcopy(head.state_dict())", "head.state_dict()")}, ["test_train_softmax_selection"]),
-    "loop_selects_on_the_training_loss": (2, "how", {"train_softmax": _swap(_swap(
+    "loop_selects_on_the_training_loss": (2, "how", {"train_softmax": swap(swap(
         _SOFTMAX, "        if best_acc is None or val_acc > best_acc:\n            best_acc, best_state = val_acc, ",
         "        if best_acc is None or total < best_acc:  # the lowest loss is the best fit\n            best_acc, best_state = total, "),
         "    history, best_acc", "    history, best_acc")}, ["test_train_softmax_selection"]),
     # 3. heads other than one nn.Linear
-    "loop_validates_in_train_mode": (3, "how", {"train_softmax": _swap(_SOFTMAX, "        head.eval()\n", "")},
+    "loop_validates_in_train_mode": (3, "how", {"train_softmax": swap(_SOFTMAX, "        head.eval()\n", "")},
                                      ["test_train_softmax_loop"]),
-    "loop_sets_train_mode_once": (3, "how", {"train_softmax": _swap(_swap(
+    "loop_sets_train_mode_once": (3, "how", {"train_softmax": swap(swap(
         _SOFTMAX, "    for epoch in range(1, epochs + 1):\n        head.train()\n",
         "    head.train()\n    for epoch in range(1, epochs + 1):\n"), "        head.eval()\n", "")},
         ["test_train_softmax_loop"]),
-    "cat_head_ends_with_softmax": (3, "how", {"train_cat_head": _swap(
+    "cat_head_ends_with_softmax": (3, "how", {"train_cat_head": swap(
         _cat_head(), "    head = nn.Linear(train.features.shape[1], 3)\n",
         "    head = nn.Sequential(nn.Linear(train.features.shape[1], 3), nn.Softmax(dim=1))  # probabilities\n")},
         ["test_train_cat_head"]),
-    "cat_head_ends_with_relu": (3, "how", {"train_cat_head": _swap(
+    "cat_head_ends_with_relu": (3, "how", {"train_cat_head": swap(
         _cat_head(), "    head = nn.Linear(train.features.shape[1], 3)\n",
         "    head = nn.Sequential(nn.Linear(train.features.shape[1], 3), nn.ReLU())\n")}, ["test_train_cat_head"]),
     # 4. generality
-    "loop_one_hot_three_classes": (4, "narrow", {"train_softmax": _swap(
+    "loop_one_hot_three_classes": (4, "narrow", {"train_softmax": swap(
         _SOFTMAX, "loss = loss_fn(head(xb), yb)",
         "loss = -(nn.functional.one_hot(yb, 3) * torch.log_softmax(head(xb), 1)).sum(1).mean()")},
         ["test_train_softmax_loop"]),
-    "loop_counts_classes_in_the_labels": (4, "narrow", {"train_softmax": _swap(_swap(
+    "loop_counts_classes_in_the_labels": (4, "narrow", {"train_softmax": swap(swap(
         _SOFTMAX, "    loss_fn = nn.CrossEntropyLoss()\n",
         "    n_classes = len(torch.unique(y))\n    loss_fn = nn.CrossEntropyLoss()\n"),
         "loss = loss_fn(head(xb), yb)", "loss = loss_fn(head(xb)[:, :n_classes], yb)")}, ["test_train_softmax_loop"]),
     "loop_one_batch_too_many": (4, "narrow", {"train_softmax": _loop(
         batches="        for b in range(len(y) // batch_size + 1):\n            start = b * batch_size\n")},
         ["test_train_softmax_loop"]),
-    "cat_head_width_hard_coded": (4, "narrow", {"train_cat_head": _swap(
+    "cat_head_width_hard_coded": (4, "narrow", {"train_cat_head": swap(
         _cat_head(), "nn.Linear(train.features.shape[1], 3)", "nn.Linear(1280, 3)  # EfficientNet-Lite0's features")},
         ["test_train_cat_head"]),
-    "cat_head_width_from_the_notebook": (4, "narrow", {"train_cat_head": _swap(
+    "cat_head_width_from_the_notebook": (4, "narrow", {"train_cat_head": swap(
         _cat_head(), "nn.Linear(train.features.shape[1], 3)", "nn.Linear(train_fs.features.shape[1], 3)")},
         ["test_train_cat_head"]),
     # 5. device
-    "extract_leaves_images_on_the_cpu": (5, "narrow", {"extract_features": _swap(
+    "extract_leaves_images_on_the_cpu": (5, "narrow", {"extract_features": swap(
         _EXTRACT, "backbone(images.to(device))", "backbone(images)")}, ["test_extract_features"]),
-    "extract_never_moves_the_backbone": (5, "narrow", {"extract_features": _swap(
+    "extract_never_moves_the_backbone": (5, "narrow", {"extract_features": swap(
         _EXTRACT, "    backbone.to(device).eval()\n", "    backbone.eval()\n")}, ["test_extract_features"]),
-    "loop_leaves_batches_on_the_cpu": (5, "narrow", {"train_softmax": _swap(
+    "loop_leaves_batches_on_the_cpu": (5, "narrow", {"train_softmax": swap(
         _SOFTMAX, "xb, yb = x[idx].to(device), y[idx].to(device)", "xb, yb = x[idx], y[idx]")},
         ["test_train_softmax_loop"]),
-    "loop_never_moves_the_head": (5, "narrow", {"train_softmax": _swap(_SOFTMAX, "    head.to(device)\n", "")},
+    "loop_never_moves_the_head": (5, "narrow", {"train_softmax": swap(_SOFTMAX, "    head.to(device)\n", "")},
                                   ["test_train_softmax_loop"]),
     # 6. ties and order
-    "loop_keeps_the_latest_tie": (6, "how", {"train_softmax": _swap(
+    "loop_keeps_the_latest_tie": (6, "how", {"train_softmax": swap(
         _SOFTMAX, "val_acc > best_acc", "val_acc >= best_acc")}, ["test_train_softmax_selection"]),
-    "loop_picks_the_latest_of_the_best": (6, "how", {"train_softmax": _swap(_swap(
+    "loop_picks_the_latest_of_the_best": (6, "how", {"train_softmax": swap(swap(
         _SOFTMAX, "        if best_acc is None or val_acc > best_acc:\n            best_acc, best_state = val_acc, copy.deepcopy(head.state_dict())\n",
         "        states.append(copy.deepcopy(head.state_dict()))\n"),
         "    if best_state is not None:\n        head.load_state_dict(best_state)\n",
@@ -453,9 +449,9 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         ys.append(batch[1].long())
     return torch.cat(xs), torch.cat(ys)
 '''}, ["test_extract_features"]),
-    "loop_running_loss_as_tensor": (7, "how", {"train_softmax": _swap(
+    "loop_running_loss_as_tensor": (7, "how", {"train_softmax": swap(
         _SOFTMAX, "total += loss.item() * len(idx)", "total += loss * len(idx)")}, ["test_train_softmax_loop"]),
-    "loop_stacks_the_losses": (7, "how", {"train_softmax": _swap(_swap(_swap(
+    "loop_stacks_the_losses": (7, "how", {"train_softmax": swap(swap(swap(
         _SOFTMAX, "        total = 0.0\n", "        losses = []\n"),
         "            total += loss.item() * len(idx)\n", "            losses.append(loss)\n"),
         '"train_loss": total / max(1, len(y))', '"train_loss": torch.stack(losses).mean()')},
@@ -472,13 +468,8 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         % "features.detach().cpu()"}, ["test_save_load"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # A DataLoader over a TensorDataset, the functional API, the kept copy on the CPU; the photos decoded once into a
 # list; a tuple in the cache file.

@@ -5,6 +5,8 @@ must lose points; KIND: mistake -> leak | how | forbidden | narrow; ALTERNATIVE:
 style for every answer cell (must score 100 %).
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes, swap
+
 _FREEZE_HEADER = '''def freeze_all_but_last(model, k):
     """Freeze every stage of ``model`` except the last ``k``; frozen stages stay in eval mode. Returns ``model``."""
 '''
@@ -198,34 +200,28 @@ _TOP = _TOP_HEADER + '''    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Fla
 _TRAIN = _train()
 
 
-def _swap(source: str, old: str, new: str) -> str:
-    """``source`` with the one occurrence of ``old`` replaced (a mistake is the reference with one piece swapped)."""
-    assert source.count(old) == 1, old
-    return source.replace(old, new)
-
-
 NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
     # 1. side effects on what the caller owns
-    "freeze_resets_the_head": (1, "how", {"freeze_all_but_last": _swap(
+    "freeze_resets_the_head": (1, "how", {"freeze_all_but_last": swap(
         _FREEZE, "    return model\n", "    head = [m for m in all_stages[-1].modules() if isinstance(m, nn.Linear)][-1]\n"
         "    head.reset_parameters()  # a fresh softmax to train\n    return model\n")},
         ["test_freeze_all_but_last"]),
     "top_built_once_and_cached": (1, "narrow", {"new_top": "import functools\n\n\n@functools.cache\n" + _TOP},
                                   ["test_new_top"]),
-    "train_new_top_freezes_the_model": (1, "narrow", {"train_new_top": _swap(
+    "train_new_top_freezes_the_model": (1, "narrow", {"train_new_top": swap(
         _TRAIN, "    train = cached_features(", "    model.requires_grad_(False)  # the bottom is frozen\n    train = cached_features(")},
         ["test_train_new_top"]),
-    "train_new_top_leaves_the_model_in_eval": (1, "narrow", {"train_new_top": _swap(
+    "train_new_top_leaves_the_model_in_eval": (1, "narrow", {"train_new_top": swap(
         _TRAIN, "    train = cached_features(", "    model.eval()  # fixed BatchNorm statistics for the cache\n    train = cached_features(")},
         ["test_train_new_top"]),
     # 2. selection discipline
-    "fit_without_validation": (2, "leak", {"train_new_top": _swap(
+    "fit_without_validation": (2, "leak", {"train_new_top": swap(
         _TRAIN, "fit(top, train, val, epochs=epochs", "fit(top, train, epochs=epochs")}, ["test_train_new_top"]),
-    "validates_on_the_training_activations": (2, "leak", {"train_new_top": _swap(
+    "validates_on_the_training_activations": (2, "leak", {"train_new_top": swap(
         _TRAIN, "fit(top, train, val, epochs=epochs", "fit(top, train, train, epochs=epochs")}, ["test_train_new_top"]),
     # 3. heads other than one nn.Linear
-    "top_ends_with_softmax": (3, "how", {"new_top": _swap(
+    "top_ends_with_softmax": (3, "how", {"new_top": swap(
         _TOP, "nn.Linear(hidden_units, num_classes))", "nn.Linear(hidden_units, num_classes), nn.Softmax(dim=1))")},
         ["test_new_top"]),
     "top_relu_after_every_linear": (3, "how", {"new_top": _TOP_HEADER + '''    layers = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -244,35 +240,30 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         stage.requires_grad_(True)
     return model
 '''}, ["test_freeze_all_but_last"]),
-    "top_three_classes": (4, "narrow", {"new_top": _swap(
+    "top_three_classes": (4, "narrow", {"new_top": swap(
         _TOP, "nn.Linear(hidden_units, num_classes))", "nn.Linear(hidden_units, 3))  # Tigger, Misty, neither")},
         ["test_new_top"]),
     "train_new_top_three_classes": (4, "narrow", {"train_new_top": _train(
         top="new_top(train.features.shape[1], hidden_units, 3)")}, ["test_train_new_top"]),
     # 5. device
-    "fit_without_device": (5, "narrow", {"train_new_top": _swap(
+    "fit_without_device": (5, "narrow", {"train_new_top": swap(
         _TRAIN, "optimizer=optimizer, device=device, progress=False", "optimizer=optimizer, progress=False")},
         ["test_train_new_top"]),
-    "cache_without_device": (5, "narrow", {"train_new_top": _swap(_swap(
+    "cache_without_device": (5, "narrow", {"train_new_top": swap(swap(
         _TRAIN, "splits.train, preprocess, cut=cut, device=device,", "splits.train, preprocess, cut=cut,"),
         "splits.val, preprocess, cut=cut, device=device,", "splits.val, preprocess, cut=cut,")},
         ["test_train_new_top"]),
     # 8. the wrong object returned
-    "freeze_returns_a_copy": (8, "narrow", {"freeze_all_but_last": _swap(
+    "freeze_returns_a_copy": (8, "narrow", {"freeze_all_but_last": swap(
         _FREEZE, "    all_stages = stages(model)\n",
         "    model = copy.deepcopy(model)  # leave the caller's network alone\n    all_stages = stages(model)\n")},
         ["test_freeze_all_but_last"]),
-    "train_new_top_returns_the_accuracy": (8, "narrow", {"train_new_top": _swap(
+    "train_new_top_returns_the_accuracy": (8, "narrow", {"train_new_top": swap(
         _TRAIN, "    return top, history\n", "    return top, history.best_val_acc\n")}, ["test_train_new_top"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # requires_grad_ on whole stages and a train() override that ignores its argument; a functional top; a
 # hand-written training loop on the cached activations that keeps the best epoch.

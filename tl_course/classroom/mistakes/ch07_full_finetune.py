@@ -5,6 +5,8 @@ must lose points; KIND: mistake -> leak | how | forbidden | narrow; ALTERNATIVE:
 style for every answer cell (must score 100 %).
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes, swap
+
 _SETUP_HEADER = '''def setup_full_finetune(model: nn.Module, lr: float, backbone_factor: float, epochs: int, steps_per_epoch: int):
     """Make every layer of model trainable (BatchNorm included) and return (optimizer, scheduler)."""
 '''
@@ -229,22 +231,16 @@ def _own_loop(validation: str = _OWN_LOOP_VALIDATION, move_x: str = "x.to(device
     return source
 
 
-def _swap(source: str, old: str, new: str) -> str:
-    """``source`` with the one occurrence of ``old`` replaced (a mistake is the reference with one piece swapped)."""
-    assert source.count(old) == 1, old
-    return source.replace(old, new)
-
-
 NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
     # 1. side effects on what the caller owns
-    "setup_resets_batchnorm_statistics": (1, "how", {"setup_full_finetune": _swap(
+    "setup_resets_batchnorm_statistics": (1, "how", {"setup_full_finetune": swap(
         _SETUP, "    unfreeze(model)\n", '''    unfreeze(model)
     for m in model.modules():  # fresh statistics for the new data
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
 ''')}, ["test_everything_trains"]),
-    "setup_reinitialises_the_head": (1, "how", {"setup_full_finetune": _swap(
+    "setup_reinitialises_the_head": (1, "how", {"setup_full_finetune": swap(
         _SETUP, "    unfreeze(model)\n", "    unfreeze(model)\n    get_head(model).reset_parameters()  # start the head afresh\n")},
         ["test_everything_trains"]),
     "select_sorts_the_history": (1, "narrow", {"select_epoch": _SELECT_HEADER + '''    history.sort(key=lambda e: e["epoch"])
@@ -258,14 +254,14 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         entry.pop("test_acc", None)  # so that it cannot influence the choice
     return max(history, key=lambda e: (e["val_acc"], -e["epoch"]))["epoch"]
 '''}, ["test_select_epoch"]),
-    "two_phase_seeds_everything": (1, "narrow", {"two_phase_finetune": _swap(
+    "two_phase_seeds_everything": (1, "narrow", {"two_phase_finetune": swap(
         _two_phase(), "    freeze(model, trainable_stages=1)\n",
         "    seed_everything(0)  # reproducible\n    freeze(model, trainable_stages=1)\n")}, ["test_two_phase_unfreeze"]),
     # 2. selection discipline
-    "phase1_without_validation": (2, "leak", {"two_phase_finetune": _swap(
+    "phase1_without_validation": (2, "leak", {"two_phase_finetune": swap(
         _two_phase(), "phase1 = fit(model, train, val, epochs=head_epochs", "phase1 = fit(model, train, epochs=head_epochs")},
         ["test_two_phase_unfreeze"]),
-    "phase2_without_validation": (2, "leak", {"two_phase_finetune": _swap(
+    "phase2_without_validation": (2, "leak", {"two_phase_finetune": swap(
         _two_phase(), "phase2 = fit(model, train, val, epochs=finetune_epochs", "phase2 = fit(model, train, epochs=finetune_epochs")},
         ["test_two_phase_unfreeze"]),
     "select_on_train_accuracy": (2, "leak", {"select_epoch": _SELECT_HEADER + '''    return max(history, key=lambda e: (e.get("train_acc", 0), e["val_acc"]))["epoch"]
@@ -286,13 +282,13 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         "    return (model(torch.stack(x).to(device)).argmax(1).cpu() == torch.tensor(y)).float().mean().item()\n\n\n"
         + _own_loop("        acc = _accuracy(model, val, device)\n")}, ["test_two_phase_head_first", "test_two_phase_unfreeze"]),
     # 4. generality
-    "schedule_over_epochs_only": (4, "narrow", {"setup_full_finetune": _swap(
+    "schedule_over_epochs_only": (4, "narrow", {"setup_full_finetune": swap(
         _SETUP, "T_max=max(1, epochs * steps_per_epoch)", "T_max=epochs")}, ["test_learning_rates"]),
     "select_assumes_epoch_order": (4, "narrow", {"select_epoch": _SELECT_HEADER + '''    accuracies = [e["val_acc"] for e in history]
     return history[0]["epoch"] + accuracies.index(max(accuracies))
 '''}, ["test_select_epoch"]),
     # 5. device
-    "phase1_fit_without_device": (5, "narrow", {"two_phase_finetune": _swap(
+    "phase1_fit_without_device": (5, "narrow", {"two_phase_finetune": swap(
         _two_phase(), "phase1 = fit(model, train, val, epochs=head_epochs, lr=lr, batch_size=batch_size, device=device,",
         "phase1 = fit(model, train, val, epochs=head_epochs, lr=lr, batch_size=batch_size,")},
         ["test_two_phase_unfreeze"]),
@@ -319,20 +315,15 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         acc = (torch.cat([p for p, _ in pairs]).argmax(1) == torch.cat([y for _, y in pairs])).float().mean().item()
 ''')}, ["test_two_phase_unfreeze"]),
     # 8. the wrong object returned
-    "setup_returns_scheduler_first": (8, "narrow", {"setup_full_finetune": _swap(
+    "setup_returns_scheduler_first": (8, "narrow", {"setup_full_finetune": swap(
         _SETUP, "    return optimizer, scheduler\n", "    return scheduler, optimizer\n")},
         ["test_everything_trains", "test_learning_rates", "test_two_phase_head_first", "test_two_phase_unfreeze"]),
     "select_returns_the_entry": (8, "narrow", {"select_epoch": _SELECT_HEADER + '''    return max(history, key=lambda e: (e["val_acc"], -e["epoch"]))  # the best epoch's record
 '''}, ["test_select_epoch"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # requires_grad_ by hand, the head's group first, LinearLR; fit for both phases
 # with keyword arguments; numpy for the selection.

@@ -7,6 +7,8 @@ KIND: mistake name -> "leak" | "how" | "forbidden" | "narrow" (the four classes 
 ALTERNATIVE: answer cell grade_id -> a correct answer in another style (it must score 100 %).
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes, swap
+
 MISTAKES: dict[str, dict[str, str]] = {
     # --- leak -------------------------------------------------------------------------------------
     # "Which cut is really best? Ask the test set": the cut is chosen on test accuracy.
@@ -277,13 +279,6 @@ test_accuracy = accuracy(probe, test[chosen_cut])
 '''
 
 
-def _swap(source: str, old: str, new: str) -> str:
-    """``source`` with ``old`` (which must occur exactly once) replaced by ``new``."""
-    if source.count(old) != 1:
-        raise ValueError(f"{old!r} occurs {source.count(old)} times")
-    return source.replace(old, new)
-
-
 def _best_cut(body: str) -> str:
     return 'def best_cut(val_acc, sizes, cuts) -> dict:\n    """{size: the best cut on validation}."""\n' + body
 
@@ -291,7 +286,7 @@ def _best_cut(body: str) -> str:
 NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     # name: (issue-16 class, KIND, answer cells, MUST_FAIL)
     # 1. side effects on what the caller owns
-    "sweep_seeds_the_global_generator": (1, "narrow", {"sweep": _swap(
+    "sweep_seeds_the_global_generator": (1, "narrow", {"sweep": swap(
         _SWEEP, "            probe = fit_probe(", "            torch.manual_seed(0)  # every probe starts alike\n"
         "            probe = fit_probe(")}, ["test_sweep"]),
     "best_cut_subtracts_the_row_max_in_place": (1, "narrow", {"best_cut": _best_cut('''    val_acc = np.asarray(val_acc, dtype=float)
@@ -305,19 +300,19 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     return {n: max(c for c, a in zip(cuts, row) if a == max(row)) for n, row in zip(sizes, table)}
 ''')}, ["test_best_cut"]),
     # 2. selection discipline: the number reported belongs to the configuration chosen for it
-    "report_test_of_the_top_cut": (2, "leak", {"report": _swap(
+    "report_test_of_the_top_cut": (2, "leak", {"report": swap(
         _REPORT, "test_accuracy = accuracy(probe, test[chosen_cut])", '''top_rows = first_per_class(train[9].labels, n)  # the deployed model reads the top features
 top_probe = fit_probe(train[9].features[top_rows], train[9].labels[top_rows], NUM_CLASSES)
 test_accuracy = accuracy(top_probe, test[9])''')}, ["test_report"]),
-    "report_choice_from_the_first_row": (2, "leak", {"report": _swap(
+    "report_choice_from_the_first_row": (2, "leak", {"report": swap(
         _REPORT, "chosen_cut = best_cut(val_acc, SIZES, CUTS)[n]", "chosen_cut = best_cut(val_acc, SIZES, CUTS)[SIZES[0]]")},
         ["test_report"]),
     # 3. a probe other than one Linear: measured in train mode
-    "sweep_never_calls_eval": (3, "how", {"sweep": _swap(_SWEEP, "            probe.eval()\n", "")}, ["test_sweep"]),
-    "sweep_eval_without_parentheses": (3, "how", {"sweep": _swap(_SWEEP, "            probe.eval()\n",
+    "sweep_never_calls_eval": (3, "how", {"sweep": swap(_SWEEP, "            probe.eval()\n", "")}, ["test_sweep"]),
+    "sweep_eval_without_parentheses": (3, "how", {"sweep": swap(_SWEEP, "            probe.eval()\n",
                                                                   "            probe.eval\n")}, ["test_sweep"]),
     # 4. generality
-    "first_per_class_classes_from_range": (4, "narrow", {"first_per_class": _swap(
+    "first_per_class_classes_from_range": (4, "narrow", {"first_per_class": swap(
         _FIRST_PER_CLASS, "for c in torch.unique(labels).tolist():", "for c in range(int(labels.max()) + 1):")},
         ["test_first_per_class"]),
     "best_cut_assumes_an_array": (4, "narrow", {"best_cut": _best_cut('''    best = val_acc.max(axis=1) if isinstance(val_acc, np.ndarray) else val_acc.max(dim=1).values
@@ -335,10 +330,10 @@ test_accuracy = accuracy(top_probe, test[9])''')}, ["test_report"]),
     return {n: cuts[len(cuts) - 1 - int(np.argmax(row[::-1]))] for n, row in zip(sizes, table)}  # last = highest
 ''')}, ["test_best_cut"]),
     # 7. autograd hygiene
-    "sweep_measures_with_gradients": (7, "how", {"sweep": _swap(_SWEEP, '''            with torch.no_grad():
+    "sweep_measures_with_gradients": (7, "how", {"sweep": swap(_SWEEP, '''            with torch.no_grad():
                 predicted = probe(val[cut].features).argmax(1)''', '''            predicted = probe(val[cut].features).argmax(1)  # argmax has no gradient anyway''')},
         ["test_sweep"]),
-    "sweep_detaches_the_logits": (7, "how", {"sweep": _swap(_SWEEP, '''            with torch.no_grad():
+    "sweep_detaches_the_logits": (7, "how", {"sweep": swap(_SWEEP, '''            with torch.no_grad():
                 predicted = probe(val[cut].features).argmax(1)''', '''            logits = probe(val[cut].features).detach()
             predicted = logits.argmax(1)''')}, ["test_sweep"]),
     # 8. the wrong object returned
@@ -353,13 +348,8 @@ test_accuracy = accuracy(probe, test[chosen_cut[n]])
 '''}, ["test_report"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # A dict of counters and the notebook's own accuracy(); max over (accuracy, cut) pairs; the report with accuracy().
 _ALTERNATIVE_COUNTERS: dict[str, str] = {

@@ -5,6 +5,8 @@ must lose points; KIND: mistake -> leak | how | forbidden | narrow; ALTERNATIVE:
 style for every answer cell (must score 100 %).
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes, swap
+
 _HEADER = '''def run_pipeline(root, device=None) -> dict:
     """Frozen pretrained network + new softmax trained on cached features for the image folder at root."""
 '''
@@ -225,13 +227,6 @@ _FORWARD = '''    x = preprocess(load_rgb(path)).unsqueeze(0).to(device)
 '''
 
 
-def _swap(source: str, old: str, new: str) -> str:
-    """``source`` with ``old`` (which must occur exactly once) replaced by ``new``."""
-    if source.count(old) != 1:
-        raise ValueError(f"{old!r} occurs {source.count(old)} times")
-    return source.replace(old, new)
-
-
 _SAVE = '''def save_model(model, path):
     torch.save(model.state_dict(), path)
 
@@ -244,7 +239,7 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
     "choose_k_seeds_everything": (1, "narrow", {"choose_k": _choose(
         copy_line="        tl_course.seed_everything(0)  # the same start for every k\n"
                   "        m = replace_head(copy.deepcopy(model), len(splits.classes))\n")}, ["test_choose_k"]),
-    "choose_k_puts_the_callers_model_in_eval": (1, "narrow", {"choose_k": _swap(
+    "choose_k_puts_the_callers_model_in_eval": (1, "narrow", {"choose_k": swap(
         _choose(), "    accuracies = {}\n", "    model.eval()  # a frozen network extracts features in eval mode\n"
         "    accuracies = {}\n")}, ["test_choose_k"]),
     "predict_leaves_the_model_in_eval": (1, "narrow", {"predict_photo": _PREDICT_HEADER + '''    model.eval()
@@ -252,10 +247,10 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
 ''' + _FORWARD + '''    return classes[int(probabilities.argmax())], probabilities
 '''}, ["test_predict_photo"]),
     # 2. selection discipline: the number recorded is the validation accuracy of the weights kept
-    "choose_k_records_training_accuracy": (2, "how", {"choose_k": _swap(
+    "choose_k_records_training_accuracy": (2, "how", {"choose_k": swap(
         _choose(), "accuracies[k] = history.best_val_acc",
         'accuracies[k] = max(e["train_acc"] for e in history.epochs)')}, ["test_choose_k"]),
-    "pipeline_fit_without_validation": (2, "leak", {"run_pipeline": _swap(_swap(
+    "pipeline_fit_without_validation": (2, "leak", {"run_pipeline": swap(swap(
         _pipeline(), 'feats["train"], feats["val"], test=', 'feats["train"], test='),
         '"val_accuracy": history.best_val_acc',
         '"val_accuracy": tl_course.evaluate(top_stages(model), feats["val"], device=device).accuracy')},
@@ -303,20 +298,15 @@ def load_model(path, num_classes, name="efficientnet_lite0"):
         probabilities = torch.softmax(logits, dim=1)[0].cpu()
 ''')}, ["test_predict_photo"]),
     # 8. the wrong object returned
-    "pipeline_returns_the_training_transform": (8, "how", {"run_pipeline": _swap(
+    "pipeline_returns_the_training_transform": (8, "how", {"run_pipeline": swap(
         _pipeline(), '"preprocess": preprocess,', '"preprocess": train_transform(preprocess),').replace(
         _HEADER, "from tl_course.data import train_transform\n\n" + _HEADER)}, ["test_pipeline_shape"]),
-    "pipeline_returns_the_top_as_model": (8, "how", {"run_pipeline": _swap(
+    "pipeline_returns_the_top_as_model": (8, "how", {"run_pipeline": swap(
         _pipeline(), '"model": model,', '"model": top_stages(model),')}, ["test_pipeline_shape"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8, see NEW_MISTAKES) of the mistakes added for it
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # Dict comprehensions and min() over (-accuracy, k); os.fspath and train(False); per-layer flags restored in finally.
 _ALTERNATIVE_MIN: dict[str, str] = {
@@ -412,7 +402,7 @@ ALTERNATIVES: list[dict[str, str]] = [ALTERNATIVE, _ALTERNATIVE_MIN, _ALTERNATIV
 
 # run_pipeline's own contract on the grader's 3-class folder (added after the rest: same classes as above)
 NEW_MISTAKES.update({
-    "pipeline_seeds_everything": (1, "narrow", {"run_pipeline": _swap(
+    "pipeline_seeds_everything": (1, "narrow", {"run_pipeline": swap(
         _pipeline(), "    splits = image_folder_splits(", "    tl_course.seed_everything(0)  # reproducible\n"
         "    splits = image_folder_splits(")}, ["test_pipeline_shape"]),
     "pipeline_head_for_two_classes": (4, "narrow", {"run_pipeline": _pipeline(classes="2")},

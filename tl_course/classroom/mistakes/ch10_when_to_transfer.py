@@ -4,6 +4,8 @@ curve on EuroSAT, its plot, the data needed, and reading the measurement), each 
 See tl_course/classroom/mistakes/__init__.py for MISTAKES, MUST_FAIL, KIND, ALTERNATIVE(S), NEW_MISTAKES and CLASS.
 """
 
+from tl_course.classroom.mistakes import add_new_mistakes
+
 _VALIDATE = '''    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
         raise ValueError(f"n_per_class must be a whole number >= 1, got {n_per_class!r}.")
     if distance not in ("near", "far"):
@@ -280,14 +282,9 @@ NEW_MISTAKES: dict[str, tuple[int, str, dict[str, str], list[str]]] = {
         none="        return int(sizes.max())\n")}, ["test_photos_needed"]),
 }
 
-for _name, (_cls, _kind, _cells, _fails) in NEW_MISTAKES.items():
-    MISTAKES[_name] = _cells
-    MUST_FAIL[_name] = _fails
-    KIND[_name] = _kind
-
 #: issue-16 class of mistake (1..8) of the mistakes added for it (3 heads and 5 device cannot occur here:
 #: the probes are the notebook's own, on the CPU)
-CLASS: dict[str, int] = {name: cls for name, (cls, _, _, _) in NEW_MISTAKES.items()}
+CLASS: dict[str, int] = add_new_mistakes(NEW_MISTAKES, MISTAKES, MUST_FAIL, KIND)
 
 # A table looked up with bisect; NumPy masks and inference_mode; sorted pairs drawn with semilogx; min() with
 # a default; another prediction and cut (5: better than the top features at 100 tiles per class).
