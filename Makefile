@@ -67,7 +67,7 @@ test-colab: $(STAMP)
 # Every hostile-notebook case (issue 17): the fast ones and the whole hostile class, all of its cases
 # (make test runs the fast ones and a sample of the class). A few minutes on 2 cores; the isolation checks need root.
 test-hostile: $(STAMP)
-	TL_COURSE_HOSTILE=all OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_hostile.py tests/test_hostile_class.py
+	TL_COURSE_HOSTILE=all OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_hostile.py tests/test_hostile_class.py tests/test_verdict.py
 
 demo: $(STAMP)
 	$(BIN)/python -m tl_course demo

@@ -252,8 +252,8 @@ def class_sources(reference: dict[str, str], fill: dict[str, str]) -> dict[str, 
 
 
 #: the nine ways of issue 17 to make a blank or wrong notebook pass while student code and tests share one
-#: kernel (as the student would write them in an answer cell); not defended yet, each must at least be
-#: listed for review in summary.md (tl_course.classroom.review)
+#: kernel (as the student would write them in an answer cell); each is listed for review in summary.md
+#: (tl_course.classroom.review), and the verdict outside the kernel defeats them (tests/test_verdict.py)
 VERDICT_TRICKS = {
     "displayhook": "import sys\nsys.displayhook('ok')\n",
     "transformer": "ip = get_ipython()\nip.input_transformers_post.append(lambda lines: [] if any('assert' in l for l in lines) else lines)\n",

@@ -21,7 +21,9 @@ PATTERNS: dict[str, str] = {
     "builtins": r"\b__builtins__\b|\bimport\s+builtins\b|\bbuiltins\s*\.",
     "import system": r"\b__import__\b|\bimportlib\b|\bsys\s*\.\s*(?:modules|meta_path|path_hooks|path_importer_cache)\b",
     "IPython internals": r"\bget_ipython\b|\binput_transformers\w*|\bast_transformers\b|\bevents\s*\.\s*register\b|"
-                         r"\bpre_run_cell\b|\bpost_run_cell\b|\bregister_magic|\bInteractiveShell\b",
+                         r"\bpre_run_cell\b|\bpost_run_cell\b|\bregister_magic|\bInteractiveShell\b|\bset_custom_exc\b|"
+                         r"\b_?showtraceback\b|\bdisplay_pub\b|\bpublish_display_data\b|\bvnd\.tl-course\b",
+    "code made at run time": r"(?<![.\w])(?:exec|eval|compile)\s*\(|\b__code__\b|\bFunctionType\b|\bCodeType\b",
     "the course's grading module": r"\btl_course\s*\.\s*grading\b|\bfrom\s+tl_course\.grading\b|\bforbidden_called\b",
     "comparison dunders": r"\bdef\s+__(?:eq|ne|lt|le|gt|ge|hash|bool|len|contains|instancecheck|subclasscheck)__\b",
     "random state": r"\brandom\s*\.\s*(?:getstate|setstate)\b|\bnp\s*\.\s*random\s*\.\s*(?:get_state|set_state)\b",

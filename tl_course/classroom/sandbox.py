@@ -20,8 +20,11 @@ What the wall is made of (see book/instructors.md, "Untrusted notebooks"):
   read-only except the job's own folder (so the shared caches, the photos and the course package cannot
   be changed), the course folder and credential files hidden, the grader's processes invisible, and
   every capability dropped;
+- the **verdict outside the kernel** (:mod:`tl_course.classroom.verdict`): every graded test cell is rewritten
+  to send its checks out as plain data, and judged here;
 - an **integrity check** around every graded test cell (:class:`GuardedExecute`): if ``tl_course`` was
-  replaced or monkey-patched by the notebook, that cell scores 0 with the reason;
+  replaced or monkey-patched by the notebook, or the interpreter's machinery differs from its snapshot before
+  the first cell (:data:`WATCH`), that cell scores 0 with the reason;
 - afterwards every process the job started is killed, found by a per-job marker in its environment.
 
 This file has no package-relative imports: the grader runs it as a script (``python -P sandbox.py``), so a
@@ -578,6 +581,158 @@ result = _problems(SPEC) + _machinery()
 '''
 
 
+#: run in the student kernel (in a namespace of its own) once before the first cell and again after every
+#: graded test cell: the identity of every piece of the interpreter's machinery the verdict relies on (builtins,
+#: ``sys`` hooks, the import system, ``random``, ``math``, ``operator``, comparison and conversion functions of
+#: NumPy and torch, ``torch.Tensor``'s methods, IPython's shell methods, display publisher, transformers and
+#: exception handlers). An identity is ``object.__repr__`` of the object (its type and address), which no notebook
+#: can redefine. The grader keeps the first answer (:func:`machinery_changes`); the kernel never sees it. ``READS``:
+#: the builtin names the test cell reads, so a notebook global shadowing one of them is reported too.
+WATCH = r"""
+import sys
+
+def _watched(reads):
+    rep = ().__class__.__mro__[-1].__repr__
+    out, shadows = {}, []
+
+    def put(name, x):
+        f = getattr(x, "__func__", None)
+        out[name] = rep(x if f is None else f)
+
+    caches = ("__slotnames__", "__doc__", "__annotations__", "_abc_impl")  # set by copyreg, typing, abc on use
+
+    def put_all(prefix, mapping, skip=()):
+        for k, v in list(mapping.items()):
+            if k not in skip and k not in caches:
+                put(prefix + k, v)
+
+    import builtins, math, operator, random
+    import importlib
+    for name in ("numpy", "torch", "torchvision", "tl_course.grading", "IPython.display"):
+        try:  # what the course's notebooks import anyway, imported first (importing torchvision rebinds
+            importlib.import_module(name)  # torch.manual_seed, for one): the snapshot holds them as imported
+        except ImportError:
+            pass
+    put_all("builtins.", vars(builtins), skip=("_",))
+    for mod in (math, operator, random):
+        put_all(mod.__name__ + ".", vars(mod))
+    put_all("random.Random.", vars(random.Random))
+    for name in ("getprofile", "gettrace", "displayhook", "excepthook", "breakpointhook", "unraisablehook"):
+        put("sys." + name, getattr(sys, name))
+    put("sys.profile", sys.getprofile())
+    put("sys.trace", sys.gettrace())
+    for i, finder in enumerate(sys.meta_path):
+        put(f"sys.meta_path[{i}]", finder)
+    for i, hook in enumerate(sys.path_hooks):
+        put(f"sys.path_hooks[{i}]", hook)
+    for name in ("builtins", "sys", "random", "math", "operator", "numpy", "torch", "IPython.display",
+                 "IPython.core.display_functions", "json", "importlib"):
+        if name in sys.modules:
+            put(f"sys.modules[{name}]", sys.modules[name])
+    try:
+        import numpy
+        for name in ("array_equal", "allclose", "isclose", "asarray", "array", "all", "any", "unique", "argsort",
+                     "sort", "isfinite", "isnan", "abs", "sum", "mean", "max", "min", "argmax", "equal", "testing"):
+            put("numpy." + name, getattr(numpy, name, None))
+        for name in ("get_state", "set_state", "seed", "default_rng", "RandomState"):
+            put("numpy.random." + name, getattr(numpy.random, name, None))
+    except ImportError:
+        pass
+    try:
+        import torch
+        put_all("torch.Tensor.", vars(torch.Tensor))
+        for name in ("equal", "allclose", "isclose", "is_grad_enabled", "manual_seed", "get_rng_state", "set_rng_state",
+                     "initial_seed", "seed", "is_tensor", "as_tensor", "tensor", "no_grad", "enable_grad",
+                     "set_grad_enabled", "inference_mode", "argmax", "unique", "isfinite", "Size"):
+            put("torch." + name, getattr(torch, name, None))
+        put_all("torch.nn.Module.", vars(torch.nn.Module))
+    except ImportError:
+        pass
+    try:
+        import IPython.display
+        put("IPython.display.publish_display_data", IPython.display.publish_display_data)
+        shell = get_ipython()  # noqa: F821 - in the kernel
+    except (ImportError, NameError):
+        shell = None
+    if shell is not None:
+        for name in ("run_cell", "run_cell_async", "run_ast_nodes", "run_code", "showtraceback", "_showtraceback",
+                     "showsyntaxerror", "showindentationerror", "get_exception_only", "transform_cell",
+                     "transform_ast", "should_run_async", "set_custom_exc", "CustomTB", "excepthook",
+                     "displayhook", "display_pub", "compile", "input_transformer_manager", "InteractiveTB",
+                     "SyntaxTB", "_get_exc_info", "ex", "ev", "user_ns"):
+            put("shell." + name, getattr(shell, name, None))
+        put("shell.display_pub.publish", getattr(shell.display_pub, "publish", None))
+        put("shell.displayhook.__call__", getattr(type(shell.displayhook), "__call__", None))
+        put("shell.custom_exceptions", shell.custom_exceptions)
+        for kind in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers"):
+            for i, t in enumerate(getattr(shell, kind, [])):
+                put(f"shell.{kind}[{i}]", t)
+        put("user_ns.__builtins__", shell.user_ns.get("__builtins__"))
+        kernel = getattr(shell, "kernel", None)
+        for name in ("do_execute", "execute_request", "send_response"):
+            put("kernel." + name, getattr(kernel, name, None))
+        for name in reads:
+            if name in shell.user_ns and shell.user_ns[name] is not builtins.__dict__.get(name):
+                shadows.append(name)
+    return {"watched": out, "shadows": shadows}
+
+result = _watched(READS)
+"""
+
+
+def machinery_changes(snapshot: dict, now: dict) -> list[str]:
+    """What changed in the interpreter's machinery between the snapshot taken before the first cell and now
+    (both answers of :data:`WATCH`), in sentences.
+
+    >>> before = {"watched": {"builtins.len": "<f at 0x1>", "shell.showtraceback": "<f at 0x2>"}, "shadows": []}
+    >>> machinery_changes(before, before)
+    []
+    >>> now = {"watched": {"builtins.len": "<f at 0x9>", "shell.showtraceback": "<f at 0x2>",
+    ...                    "sys.meta_path[3]": "<h at 0x5>"}, "shadows": ["str"]}
+    >>> machinery_changes(before, now)   # doctest: +NORMALIZE_WHITESPACE
+    ['the notebook replaced or added builtins.len, sys.meta_path[3] since it started',
+     'the notebook defines a global named str, which the test uses as the builtin']
+    """
+    old, new = snapshot.get("watched", {}), now.get("watched", {})
+    changed = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+    out = []
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        out.append(f"the notebook replaced or added {shown} since it started")
+    out += [f"the notebook defines a global named {n}, which the test uses as the builtin" for n in now.get("shadows", [])]
+    return out
+
+
+def builtin_reads(source: str) -> list[str]:
+    r"""The builtin names a test cell reads without binding them itself (a notebook global of that name would
+    change what the test does).
+
+    >>> builtin_reads("x = str(f())\nassert len(x) == 3")
+    ['len', 'str']
+    >>> builtin_reads("def g(list):\n    return list\nlen = 3")
+    []
+    """
+    import builtins
+    import symtable
+
+    try:
+        table = symtable.symtable(source, "<test>", "exec")
+    except SyntaxError:
+        return []
+    bound = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+    reads: set[str] = set()
+
+    def walk(t):
+        for s in t.get_symbols():
+            if (s.is_global() or (t.get_type() == "module" and s.is_referenced())) and not s.is_assigned():
+                reads.add(s.get_name())
+        for child in t.get_children():
+            walk(child)
+
+    walk(table)
+    return sorted(n for n in reads - bound if n in vars(builtins) and not n.startswith("_"))
+
+
 def _guarded_execute_class():
     from nbclient.util import run_sync
     from nbgrader.preprocessors import Execute
@@ -585,48 +740,86 @@ def _guarded_execute_class():
     from tl_course.classroom.notebooks import is_test
 
     class GuardedExecute(Execute):
-        """nbgrader's Execute, plus the integrity probe around every graded test cell: if the notebook
-        replaced or patched ``tl_course``, the cell gets an error output (nbgrader then scores it 0)."""
+        """nbgrader's Execute, where the grader decides each graded test cell (:mod:`.verdict`): the cell is
+        instrumented to send its checks out as plain data and judged here; and the integrity probes around it
+        (the course package, the interpreter's machinery against a snapshot taken before the first cell). A
+        failed verdict or probe gives the cell an error output (nbgrader then scores it 0)."""
 
         probe_source = ""
+        watch_source = ""
+        snapshot: dict | None = None
+
+        async def _ask(self, source: str):
+            expression = f"(lambda ns: (exec({source!r}, ns), ns['result'])[1])({{}})"
+            msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"answer": expression})
+            reply = await self.async_wait_for_reply(msg_id)
+            value = reply["content"]["user_expressions"]["answer"]
+            if value.get("status") != "ok":
+                raise RuntimeError(value.get("ename"))
+            return ast.literal_eval(value["data"]["text/plain"])
 
         async def _probe(self) -> list[str]:
             try:
-                expression = f"(lambda ns: (exec({self.probe_source!r}, ns), ns['result'])[1])({{}})"
-                msg_id = self.kc.execute("", silent=True, store_history=False,
-                                         user_expressions={"problems": expression})
-                reply = await self.async_wait_for_reply(msg_id)
-                value = reply["content"]["user_expressions"]["problems"]
-                if value.get("status") != "ok":
-                    return [f"the course's integrity check could not run ({value.get('ename')})"]
-                return ast.literal_eval(value["data"]["text/plain"])
+                return list(await self._ask(self.probe_source))
             except Exception as err:  # noqa: BLE001 - a dead or hijacked kernel is a failed check
-                return [f"the course's integrity check could not run ({type(err).__name__})"]
+                return [f"the course's integrity check could not run ({type(err).__name__}: {err})"]
+
+        async def _watch(self, reads: list[str]) -> dict | None:
+            if not self.watch_source:
+                return {"watched": {}, "shadows": []}
+            try:
+                return await self._ask(self.watch_source.replace("READS", repr(reads)))
+            except Exception:  # noqa: BLE001
+                return None
 
         async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
-            graded = is_test(cell)
-            before = await self._probe() if graded else []
-            cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            if cell.cell_type == "code" and self.snapshot is None:  # before the notebook's first cell runs
+                self.snapshot = await self._watch([]) or {"failed": True}
+            graded = is_test(cell) and cell.cell_type == "code"
+            original, nonce, sites = cell.source, "", []
+            if graded:
+                before = await self._probe()
+                nonce = secrets.token_hex(16)
+                cell.source, sites = _verdict().instrument(original, nonce)
+                self.nonces = [*getattr(self, "nonces", []), nonce]
+            try:
+                cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            finally:
+                cell.source = original
+            verdict: list[str] = []
+            if graded:
+                verdict = _verdict().judge(cell.outputs, nonce, sites, earlier=set(self.nonces[:-1]))
+                cell.outputs = [o for o in cell.outputs if not _verdict().is_record(o)]
             if cell.cell_type == "code":  # one huge line or output is cut here, before it is written anywhere
                 import nbformat
 
                 cell.outputs = nbformat.from_dict(_safety().neutralise_outputs(cell.outputs))
             if graded:
-                problems = before + [p for p in await self._probe() if p not in before]
-                if problems:
-                    from nbformat.v4 import new_output
+                from nbformat.v4 import new_output
 
+                now = await self._watch(builtin_reads(original))
+                problems = before + [p for p in await self._probe() if p not in before]
+                if now is None or self.snapshot.get("failed"):
+                    problems.append("the check of the interpreter's machinery could not run")
+                else:
+                    problems += machinery_changes(self.snapshot, now)
+                errored = any(o.get("output_type") == "error" for o in cell.outputs)
+                if problems:
                     text = ("The notebook changed the course package or the interpreter's machinery, so this "
-                            "test cannot be trusted: "
-                            + "; ".join(problems[:3]) + ".")
+                            "test cannot be trusted: " + "; ".join(problems[:3]) + ".")
                     cell.outputs.append(new_output("error", ename="CourseCodeModified", evalue=text,
                                                    traceback=[f"CourseCodeModified: {text}"]))
+                elif verdict and not errored:
+                    text = ("The grader's own check of this test's results failed: " + "; ".join(verdict[:3]) + ".")
+                    cell.outputs.append(new_output("error", ename="TestNotPassed", evalue=text,
+                                                   traceback=[f"TestNotPassed: {text}"]))
             return cell
 
         # nbclient binds its synchronous wrapper to the base class's coroutine: bind it to ours
         execute_cell = run_sync(async_execute_cell)
 
         def preprocess(self, *args, **kwargs):
+            self.snapshot, self.nonces = None, []
             try:
                 return super().preprocess(*args, **kwargs)
             finally:
@@ -648,6 +841,10 @@ def _sibling(name: str):
 
 def _safety():
     return _sibling("safety")
+
+
+def _verdict():
+    return _sibling("verdict")
 
 
 @functools.lru_cache(maxsize=None)
@@ -716,6 +913,7 @@ def _execute(course: Path) -> int:
     guarded = _guarded_execute_class()
     guarded.probe_source = (PROBE.replace("SPEC", repr(integrity_spec())) if job.get("integrity", True)
                             else "result = []")
+    guarded.watch_source = WATCH if job.get("integrity", True) else ""
     config = Config()
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
